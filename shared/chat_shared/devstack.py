@@ -1,0 +1,188 @@
+"""The embedded stack behind ``make run``, also used by the end-to-end tests.
+
+Starts a Valkey server (unless ``CHAT_REDIS_URL`` points at one), applies the store
+migrations, then runs each service as its own process, the way a cluster would. Ctrl-C
+(SIGINT) or SIGTERM stops the services first, then Valkey, which flushes its AOF: an
+acknowledged message survives the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+from chat_shared.embedded_redis import EmbeddedValkey
+from chat_shared.serve import SERVICES
+from chat_shared.settings import ChatSettings
+from chat_shared.store.migrate import SERVICE_PACKAGES, migrate
+
+
+@dataclass
+class ServiceProcess:
+    """One service under uvicorn, in its own process group so kill -9 is a real crash."""
+
+    name: str
+    port: int
+    env: Mapping[str, str]
+    host: str = "127.0.0.1"
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chat_shared.serve", self.name,
+             "--host", self.host, "--port", str(self.port)],
+            env={**os.environ, **self.env},
+            stdout=out, stderr=out, start_new_session=True,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "not started"
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            try:
+                if httpx2.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+                last_error = "not ready"
+            except httpx2.HTTPError as exc:
+                last_error = type(exc).__name__
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s ({last_error})")
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    ports: Mapping[str, int] = field(
+        default_factory=lambda: {name: port for name, (_, port) in SERVICES.items()}
+    )
+    redis_url: str = ""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    valkey: EmbeddedValkey | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CHAT_DATA_DIR": str(self.data_dir),
+            "CHAT_REDIS_URL": self.redis_url,
+            "CHAT_JWKS_URL": f"http://{self.host}:{self.ports['auth']}/.well-known/jwks.json",
+            "CHAT_HISTORY_URL": f"http://{self.host}:{self.ports['history']}",
+            "CHAT_AUTH_URL": f"http://{self.host}:{self.ports['auth']}",
+            **self.extra_env,
+        }
+
+    def start_redis(self) -> None:
+        if not self.redis_url:
+            self.valkey = EmbeddedValkey(self.data_dir).start()
+            self.redis_url = self.valkey.url
+
+    def migrate(self) -> None:
+        settings = ChatSettings(data_dir=self.data_dir)  # type: ignore[call-arg]
+        migrate(settings, sorted(SERVICE_PACKAGES))
+
+    def service(self, name: str, *, port: int | None = None, env: Mapping[str, str] = {},
+                instance: str | None = None) -> ServiceProcess:
+        """Create (not start) a service process; several gateways need ``instance``."""
+        key = instance or name
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        proc = ServiceProcess(
+            name=name, port=port or self.ports[name], host=self.host,
+            env={**self.env(), **env}, log_path=logs / f"{key}.log",
+        )
+        self.services[key] = proc
+        return proc
+
+    def start(self, names: list[str] | None = None) -> Stack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.start_redis()
+        self.migrate()
+        order = names or ["auth", "history", "gateway"]
+        for name in order:
+            self.service(name).start()
+        for name in order:
+            self.services[name].wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.services.values())):
+            proc.signal(signal.SIGTERM)
+        for proc in self.services.values():
+            proc.stop()
+        if self.valkey is not None:
+            self.valkey.stop()
+
+
+def main() -> int:
+    settings = ChatSettings()
+    stack = Stack(data_dir=settings.data_dir.resolve(), redis_url=settings.redis_url)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+        gateway = f"http://{stack.host}:{stack.ports['gateway']}"
+        print(
+            f"\nchat is running (data in {stack.data_dir})\n"
+            f"  web client     {gateway}/\n"
+            f"  gateway        {gateway}/docs   websocket ws://{stack.host}:{stack.ports['gateway']}/v1/ws\n"
+            f"  auth           http://{stack.host}:{stack.ports['auth']}/docs\n"
+            f"  history        http://{stack.host}:{stack.ports['history']}/docs\n"
+            f"  redis          {stack.redis_url}\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for name, proc in stack.services.items():
+                if proc.process is not None and proc.process.poll() is not None:
+                    print(f"{name} exited with {proc.process.returncode}; stopping", flush=True)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

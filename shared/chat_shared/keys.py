@@ -1,0 +1,67 @@
+"""Every Redis key and stream name the services share, in one place.
+
+Hash tags keep the keys one script touches in one Redis Cluster slot:
+``{s<n>}`` for ingest shard n (its stream, its conversations' seq counters and dedup
+records), ``{u<id>}`` for everything about one user (inbox, cursors, sessions).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+HISTORY_GROUP = "history"
+FANOUT_GROUP = "fanout"
+CONSUMER_GROUPS = (HISTORY_GROUP, FANOUT_GROUP)
+
+DEAD_LETTER_STREAM = "chat:deadletter"
+READ_MARKERS_STREAM = "chat:reads"
+GATEWAYS_ZSET = "chat:gateways"
+
+
+def ingest_shard_for(conversation_id: str, shards: int) -> int:
+    """A conversation always maps to the same shard (stable across processes)."""
+    return zlib.crc32(conversation_id.encode()) % shards
+
+
+def shard_stream(shard: int) -> str:
+    return f"chat:{{s{shard}}}:ingest"
+
+
+def shard_seq(shard: int, conversation_id: str) -> str:
+    return f"chat:{{s{shard}}}:seq:{conversation_id}"
+
+
+def shard_dedup(shard: int, conversation_id: str, sender_id: str, client_id: str) -> str:
+    return f"chat:{{s{shard}}}:dedup:{conversation_id}:{sender_id}:{client_id}"
+
+
+def shard_lease(shard: int) -> str:
+    return f"chat:{{s{shard}}}:lease"
+
+
+def members_key(conversation_id: str) -> str:
+    return f"chat:members:{conversation_id}"
+
+
+def members_loaded_key() -> str:
+    return "chat:members:loaded"
+
+
+def user_inbox(user_id: str) -> str:
+    return f"chat:{{u{user_id}}}:inbox"
+
+
+def user_inbox_state(user_id: str) -> str:
+    return f"chat:{{u{user_id}}}:inboxstate"
+
+
+def user_cursors(user_id: str) -> str:
+    return f"chat:{{u{user_id}}}:cursors"
+
+
+def user_sessions(user_id: str) -> str:
+    return f"chat:{{u{user_id}}}:sessions"
+
+
+def gateway_deliveries(gateway_id: str) -> str:
+    return f"chat:{{g{gateway_id}}}:deliver"

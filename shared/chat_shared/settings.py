@@ -1,0 +1,130 @@
+"""One settings base for every service.
+
+Every value is read from a ``CHAT_``-prefixed environment variable, a ``.env`` file, or a
+file named after the setting in the secrets directory (``CHAT_SECRETS_DIR``, default
+``/run/secrets/chat``; Kubernetes mounts Secrets there). Each service subclasses
+:class:`ChatSettings` with its own fields; the README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_SECRETS_DIR = "/run/secrets/chat"
+
+
+class ChatSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHAT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    service_name: str = Field("chat", description="Name used in logs and metrics.")
+    data_dir: Path = Field(
+        Path(".data"),
+        description="Folder for embedded state: Valkey AOF, SQLite files, generated keys.",
+    )
+    redis_url: str = Field(
+        "",
+        description=(
+            "Redis/Valkey URL (redis://, rediss:// or unix://). Empty: `make run` starts an "
+            "embedded Valkey with AOF under the data dir and hands its URL to the services."
+        ),
+    )
+    store: Literal["sqlite", "cassandra"] = Field(
+        "sqlite", description="Event store engine: embedded SQLite or Cassandra/ScyllaDB."
+    )
+    cassandra_hosts: list[str] = Field(
+        default_factory=list,
+        description="Cassandra/ScyllaDB contact points (comma separated or a JSON list).",
+    )
+    cassandra_port: int = Field(9042, description="CQL native port.")
+    cassandra_keyspace: str = Field("chat", description="Keyspace holding every table.")
+    cassandra_local_dc: str | None = Field(
+        None, description="Local datacenter for token-aware, DC-aware load balancing."
+    )
+    cassandra_consistency: str = Field(
+        "LOCAL_QUORUM", description="Consistency level of reads and writes."
+    )
+    cassandra_replication: str = Field(
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        description="Replication map used when the migration creates the keyspace.",
+    )
+    cassandra_username: str | None = Field(None, description="CQL user (optional).")
+    cassandra_password: str | None = Field(None, description="CQL password (optional).")
+    jwt_issuer: str = Field("chat-auth", description="`iss` of access tokens (checked exactly).")
+    jwt_audience: str = Field("chat", description="`aud` of access tokens (checked exactly).")
+    jwks_url: str = Field(
+        "http://127.0.0.1:8001/.well-known/jwks.json",
+        description="Where services fetch the auth service's public keys.",
+    )
+    jwks_min_refresh_seconds: float = Field(
+        30.0, description="At most one JWKS refetch per this interval for an unknown `kid`."
+    )
+    log_level: str = Field("INFO", description="Log level of the JSON logs.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS and the WebSocket Origin check.",
+    )
+    max_body_bytes: int = Field(
+        512 * 1024, description="Largest accepted HTTP request body; larger gets 413."
+    )
+    ingest_shards: int = Field(
+        16, ge=1, le=1024, description="Number of ingest shard streams (fixed for a deployment)."
+    )
+    max_message_chars: int = Field(
+        100_000, ge=1, description="Longest message body, in characters."
+    )
+
+    @property
+    def sqlite_dir(self) -> Path:
+        return self.data_dir
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        secrets_dir = Path(os.environ.get("CHAT_SECRETS_DIR", DEFAULT_SECRETS_DIR))
+        if secrets_dir.is_dir():
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)
+
+
+def settings_table(*classes: type[ChatSettings]) -> list[dict[str, Any]]:
+    """Rows (name, default, description) for the README's configuration table."""
+    seen: dict[str, dict[str, Any]] = {}
+    for cls in classes:
+        for name, field in cls.model_fields.items():
+            env = f"CHAT_{name.upper()}"
+            if env in seen:
+                seen[env]["services"].add(cls.__name__)
+                continue
+            default = field.get_default(call_default_factory=True)
+            seen[env] = {
+                "name": env,
+                "default": default,
+                "description": field.description or "",
+                "services": {cls.__name__},
+            }
+    return list(seen.values())

@@ -1,0 +1,1 @@
+"""Store access: SQLite (embedded default) and Cassandra/ScyllaDB, plus migrations."""

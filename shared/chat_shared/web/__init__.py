@@ -1,0 +1,1 @@
+"""The web layer every service mounts: problem+json, probes, metrics, request ids, auth."""

@@ -1,0 +1,87 @@
+"""What every service's ``create_app`` shares: logging, errors, probes, metrics, CORS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx2
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from chat_shared.logs import configure_logging
+from chat_shared.revocation import RedisRevocations
+from chat_shared.settings import ChatSettings
+from chat_shared.tokens import JwksKeySource, KeySource, TokenVerifier
+from chat_shared.web.observability import ReadinessCheck, ServiceMetrics, install_observability
+from chat_shared.web.problems import install_problem_handlers, problem_responses
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]
+
+
+def create_service_app(
+    settings: ChatSettings,
+    *,
+    title: str,
+    description: str,
+    lifespan: Lifespan,
+    metrics: ServiceMetrics,
+    checks: dict[str, ReadinessCheck],
+    version: str = "1.0.0",
+    openapi_tags: list[dict[str, Any]] | None = None,
+) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        openapi_tags=openapi_tags,
+        responses=problem_responses(422),
+    )
+    install_problem_handlers(app)
+    install_observability(app, metrics, checks, settings.max_body_bytes)
+    origins = [o for o in settings.cors_origins if o not in ("*", "null")]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    return app
+
+
+def token_verifier(
+    settings: ChatSettings,
+    *,
+    redis: Redis,
+    http: httpx2.AsyncClient | None = None,
+    keys: KeySource | None = None,
+) -> TokenVerifier:
+    """The verifier from settings: our JWKS (or in-process keys) plus revocations."""
+    if keys is None:
+        if http is None:
+            raise ValueError("a JWKS key source needs an HTTP client")
+        keys = JwksKeySource(settings.jwks_url, http)
+    return TokenVerifier(
+        keys,
+        revocations=RedisRevocations(redis),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        min_refresh_seconds=settings.jwks_min_refresh_seconds,
+    )
+
+
+async def close_quietly(*closers: Callable[[], Any]) -> None:
+    for close in closers:
+        result = close()
+        if hasattr(result, "__await__"):
+            await result
+
+
