@@ -65,3 +65,13 @@ def user_sessions(user_id: str) -> str:
 
 def gateway_deliveries(gateway_id: str) -> str:
     return f"chat:{{g{gateway_id}}}:deliver"
+
+
+def user_conversations(user_id: str) -> str:
+    """Conversation ids of a user (history writes it; presence reads contacts from it)."""
+    return f"chat:{{u{user_id}}}:convs"
+
+
+def conversation_kind_key(conversation_id: str) -> str:
+    """'direct' or 'group' (history writes it with the members)."""
+    return f"chat:kind:{conversation_id}"

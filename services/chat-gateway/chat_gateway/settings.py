@@ -1,0 +1,54 @@
+"""Gateway settings (on top of the shared ones)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from chat_shared.settings import ChatSettings
+
+
+class GatewaySettings(ChatSettings):
+    service_name: str = Field("gateway", description="Name used in logs and metrics.")
+    gateway_id: str = Field(
+        "",
+        description="Stable id of this gateway process (default: host name and pid).",
+    )
+    history_url: str = Field(
+        "http://127.0.0.1:8002", description="Base URL of the history service."
+    )
+    max_frame_bytes: int = Field(
+        256 * 1024,
+        description="Largest WebSocket frame; bigger frames close the socket with 1009.",
+    )
+    inbox_maxlen: int = Field(
+        10_000, ge=10, description="Entries kept in each user's inbox stream (approximate)."
+    )
+    send_queue_frames: int = Field(
+        2_000, ge=10,
+        description="Frames buffered per socket; a reader slower than that is closed with 1013.",
+    )
+    presence_timeout: float = Field(
+        30.0, gt=0, description="Seconds without a heartbeat before a device counts as gone."
+    )
+    heartbeat_interval: float = Field(
+        5.0, gt=0, description="Heartbeat period announced to clients in `hello`."
+    )
+    fanout_lease_seconds: float = Field(
+        5.0, gt=0, description="Shard lease lifetime; a dead gateway's shards move after it."
+    )
+    send_rate: float = Field(20.0, gt=0, description="Sends per second allowed per user.")
+    send_burst: int = Field(40, ge=1, description="Burst of sends allowed per user.")
+    typing_rate: float = Field(2.0, gt=0, description="Typing frames per second per user.")
+    max_connections_per_user: int = Field(
+        20, ge=1, description="Concurrent sockets allowed per user."
+    )
+    max_connections_per_ip: int = Field(
+        1_000, ge=1, description="Concurrent sockets allowed per client address."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins browsers may open the WebSocket from, besides the gateway's own. "
+            "Clients that send no Origin header (apps, bots) are not affected."
+        ),
+    )
