@@ -27,11 +27,12 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from chat_shared.errors import Invalid, TooLarge, Unavailable
+from chat_shared.errors import Invalid, NotFound, TooLarge, Unavailable
 from chat_shared.ids import new_id
 from chat_shared.keys import (
     CONSUMER_GROUPS,
     ingest_shard_for,
+    members_key,
     shard_dedup,
     shard_seq,
     shard_stream,
@@ -41,9 +42,17 @@ DEDUP_TTL_SECONDS = 24 * 3600
 MAX_CLIENT_ID_CHARS = 64
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
-# KEYS: dedup, seq, stream.  ARGV: id, conversation, sender, client_id, body, ttl.
-# Returns {status, id, seq, created_ms}; status 1 = new, 0 = duplicate, -1 = no counter.
+# KEYS: dedup, seq, stream, members.  ARGV: id, conversation, sender, client_id, body, ttl,
+# check_membership ("1" or "0").
+# Returns {status, id, seq, created_ms}: 1 new, 0 duplicate, -1 no counter,
+# -2 membership not cached, -3 sender not a member.
 INGEST_LUA = """
+if ARGV[7] == '1' then
+  if redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 0 then
+    if redis.call('EXISTS', KEYS[4]) == 0 then return {-2, '', 0, 0} end
+    return {-3, '', 0, 0}
+  end
+end
 local found = redis.call('GET', KEYS[1])
 if found then
   local id, seq, ms = string.match(found, '([^|]+)|([^|]+)|([^|]+)')
@@ -66,6 +75,14 @@ class SeqSource(Protocol):
     """The highest seq of a conversation known outside Redis (0 when none)."""
 
     async def last_seq(self, conversation_id: str) -> int: ...
+
+
+class MembershipLoader(Protocol):
+    """Fills the members cache of a conversation from the owner of membership (history).
+
+    Raises :class:`NotFound` when the conversation does not exist for this sender."""
+
+    async def load_members(self, conversation_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,22 +188,37 @@ class Ingest:
         client_id: str,
         body: str,
         seq_source: SeqSource,
+        members: MembershipLoader | None = None,
     ) -> IngestedMessage:
+        """Order and store one message. With ``members``, the sender's membership is
+        checked in the same atomic script (the gateway's hot path); without, the caller
+        has checked it against the store already."""
         body, client_id = validate_message(body, client_id, self.max_chars)
         shard = self.shard_for(conversation_id)
         keys = [
             shard_dedup(shard, conversation_id, sender_id, client_id),
             shard_seq(shard, conversation_id),
             shard_stream(shard),
+            members_key(conversation_id, self.shards),
         ]
-        args = [new_id(), conversation_id, sender_id, client_id, body, self.dedup_ttl_seconds]
+        args = [new_id(), conversation_id, sender_id, client_id, body, self.dedup_ttl_seconds,
+                "1" if members is not None else "0"]
         result = await self._run(keys, args)
-        if int(result[0]) == -1:
-            await self.reseed(conversation_id, seq_source)
+        for _ in range(2):
+            status = int(result[0])
+            if status == -2 and members is not None:
+                await members.load_members(conversation_id)
+            elif status == -1:
+                await self.reseed(conversation_id, seq_source)
+            else:
+                break
             result = await self._run(keys, args)
-            if int(result[0]) == -1:
-                raise Unavailable("The conversation's sequence could not be restored.")
-        status, message_id, seq, ms = result
+        status = int(result[0])
+        if status == -3:
+            raise NotFound("No such conversation.")
+        if status < 0:
+            raise Unavailable("The conversation's state could not be restored; retry shortly.")
+        _, message_id, seq, ms = result
         return IngestedMessage(
             id=message_id.decode() if isinstance(message_id, bytes) else str(message_id),
             conversation_id=conversation_id,

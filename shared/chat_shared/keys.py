@@ -39,8 +39,15 @@ def shard_lease(shard: int) -> str:
     return f"chat:{{s{shard}}}:lease"
 
 
-def members_key(conversation_id: str) -> str:
-    return f"chat:members:{conversation_id}"
+def members_key(conversation_id: str, shards: int) -> str:
+    """Members of a conversation, in its shard's slot: the ingest script checks
+    membership and appends the message in one atomic step. The set holds
+    ``MEMBERS_SENTINEL`` besides the user ids, so "cached, empty" differs from "not cached"."""
+    shard = ingest_shard_for(conversation_id, shards)
+    return f"chat:{{s{shard}}}:members:{conversation_id}"
+
+
+MEMBERS_SENTINEL = "*"
 
 
 def members_loaded_key() -> str:

@@ -95,3 +95,42 @@ async def test_groups_exist_before_first_message(redis: Redis) -> None:
     await ingest.ensure_groups()  # idempotent
     groups = await redis.xinfo_groups(shard_stream(0))
     assert {g["name"] for g in groups} == {b"history", b"fanout"}
+
+
+class LoadsMembers:
+    def __init__(self, redis: Redis, shards: int, members: set[str] | None) -> None:
+        self.redis, self.shards, self.members, self.calls = redis, shards, members, 0
+
+    async def load_members(self, conversation_id: str) -> None:
+        from chat_shared.errors import NotFound
+        from chat_shared.keys import MEMBERS_SENTINEL, members_key
+
+        self.calls += 1
+        if self.members is None:
+            raise NotFound("No such conversation.")
+        await self.redis.sadd(
+            members_key(conversation_id, self.shards), MEMBERS_SENTINEL, *self.members
+        )
+
+
+async def test_membership_is_checked_in_the_script(redis: Redis) -> None:
+    from chat_shared.errors import NotFound
+
+    ingest = Ingest(redis, shards=4)
+    loader = LoadsMembers(redis, 4, {"u1", "u2"})
+    message = await ingest.ingest("c1", "u1", "k1", "hi", FixedSeq(), members=loader)
+    assert message.seq == 1 and loader.calls == 1, "a cache miss loads the members once"
+    await ingest.ingest("c1", "u2", "k1", "hi", FixedSeq(), members=loader)
+    assert loader.calls == 1, "a cached set needs no load"
+    with pytest.raises(NotFound):
+        await ingest.ingest("c1", "intruder", "k2", "hi", FixedSeq(), members=loader)
+    assert await redis.xlen(shard_stream(ingest.shard_for("c1"))) == 2
+
+
+async def test_unknown_conversation_is_not_found(redis: Redis) -> None:
+    from chat_shared.errors import NotFound
+
+    ingest = Ingest(redis, shards=4)
+    with pytest.raises(NotFound):
+        await ingest.ingest("nope", "u1", "k1", "hi", FixedSeq(),
+                            members=LoadsMembers(redis, 4, None))
