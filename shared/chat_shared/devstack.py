@@ -43,10 +43,20 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "chat_shared.serve", self.name,
-             "--host", self.host, "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "chat_shared.serve",
+                self.name,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
             env={**os.environ, **self.env},
-            stdout=out, stderr=out, start_new_session=True,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
         )
         return self
 
@@ -112,18 +122,27 @@ class Stack:
             self.redis_url = self.valkey.url
 
     def migrate(self) -> None:
-        settings = ChatSettings(data_dir=self.data_dir)  # type: ignore[call-arg]
+        settings = ChatSettings(data_dir=self.data_dir)
         migrate(settings, sorted(SERVICE_PACKAGES))
 
-    def service(self, name: str, *, port: int | None = None, env: Mapping[str, str] = {},
-                instance: str | None = None) -> ServiceProcess:
+    def service(
+        self,
+        name: str,
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] = {},
+        instance: str | None = None,
+    ) -> ServiceProcess:
         """Create (not start) a service process; several gateways need ``instance``."""
         key = instance or name
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         proc = ServiceProcess(
-            name=name, port=port or self.ports[name], host=self.host,
-            env={**self.env(), **env}, log_path=logs / f"{key}.log",
+            name=name,
+            port=port or self.ports[name],
+            host=self.host,
+            env={**self.env(), **env},
+            log_path=logs / f"{key}.log",
         )
         self.services[key] = proc
         return proc

@@ -48,20 +48,36 @@ class EmbeddedValkey:
     def command(self) -> list[str]:
         args = [
             str(get_binary_path()),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--appenddirname", "appendonly",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.data_dir / "valkey.log"),
-            "--protected-mode", "yes",
-            "--maxclients", "10000",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--appenddirname",
+            "appendonly",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "valkey.log"),
+            "--protected-mode",
+            "yes",
+            "--maxclients",
+            "10000",
         ]
         if self.port:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         else:
-            args += ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+            args += [
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
+            ]
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         return args
@@ -75,7 +91,9 @@ class EmbeddedValkey:
         if not self.port and self.socket_path.exists():
             self.socket_path.unlink()
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._wait_ready(timeout)

@@ -175,8 +175,9 @@ class Ingest:
         for shard in range(self.shards):
             for group in CONSUMER_GROUPS:
                 try:
-                    await self.redis.xgroup_create(shard_stream(shard), group, id="0",
-                                                   mkstream=True)
+                    await self.redis.xgroup_create(
+                        shard_stream(shard), group, id="0", mkstream=True
+                    )
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
@@ -201,8 +202,15 @@ class Ingest:
             shard_stream(shard),
             members_key(conversation_id, self.shards),
         ]
-        args = [new_id(), conversation_id, sender_id, client_id, body, self.dedup_ttl_seconds,
-                "1" if members is not None else "0"]
+        args = [
+            new_id(),
+            conversation_id,
+            sender_id,
+            client_id,
+            body,
+            self.dedup_ttl_seconds,
+            "1" if members is not None else "0",
+        ]
         result = await self._run(keys, args)
         for _ in range(2):
             status = int(result[0])

@@ -16,6 +16,8 @@ CONSUMER_GROUPS = (HISTORY_GROUP, FANOUT_GROUP)
 DEAD_LETTER_STREAM = "chat:deadletter"
 READ_MARKERS_STREAM = "chat:reads"
 GATEWAYS_ZSET = "chat:gateways"
+PRESENCE_GATEWAYS_ZSET = "chat:presence:gateways"
+LAST_ACTIVE_STREAM = "chat:lastactive"
 
 
 def ingest_shard_for(conversation_id: str, shards: int) -> int:
@@ -82,3 +84,16 @@ def user_conversations(user_id: str) -> str:
 def conversation_kind_key(conversation_id: str) -> str:
     """'direct' or 'group' (history writes it with the members)."""
     return f"chat:kind:{conversation_id}"
+
+
+def user_presence(user_id: str) -> str:
+    return f"chat:{{u{user_id}}}:presence"
+
+
+def gateway_sessions(gateway_id: str) -> str:
+    """``user_id session_id`` of every session a gateway holds (for cleanup after a crash)."""
+    return f"chat:{{g{gateway_id}}}:sessions"
+
+
+def gateway_cleanup_lock(gateway_id: str) -> str:
+    return f"chat:{{g{gateway_id}}}:cleanup"

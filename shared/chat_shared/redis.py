@@ -14,12 +14,15 @@ def connect_redis(url: str, *, max_connections: int = 64) -> Redis:
     """A pooled client. Values are bytes; callers decode what they read."""
     if not url:
         raise ValueError("CHAT_REDIS_URL is empty: start the embedded Valkey or set a URL")
-    options: dict[str, object] = {"max_connections": max_connections, "timeout": 20,
-                                  "health_check_interval": 30}
+    options: dict[str, object] = {
+        "max_connections": max_connections,
+        "timeout": 20,
+        "health_check_interval": 30,
+    }
     if not url.startswith("unix://"):
         options["socket_keepalive"] = True
     # A burst waits for a free connection instead of failing.
-    pool = BlockingConnectionPool.from_url(url, **options)  # type: ignore[arg-type]
+    pool = BlockingConnectionPool.from_url(url, **options)
     return Redis.from_pool(pool)
 
 

@@ -38,7 +38,8 @@ async def test_retry_with_same_client_id_returns_the_original(redis: Redis) -> N
     ingest = Ingest(redis, shards=4)
     first = await ingest.ingest("c1", "u1", "same", "hi", FixedSeq())
     again = await ingest.ingest("c1", "u1", "same", "a different body", FixedSeq())
-    assert again.duplicate and not first.duplicate
+    assert again.duplicate
+    assert not first.duplicate
     assert (again.id, again.seq, again.created_at_ms) == (first.id, first.seq, first.created_at_ms)
     assert await redis.xlen(shard_stream(ingest.shard_for("c1"))) == 1
     other_sender = await ingest.ingest("c1", "u2", "same", "hi", FixedSeq())
@@ -57,7 +58,8 @@ async def test_missing_counter_is_reseeded_from_store_and_stream(redis: Redis) -
     await redis.delete(shard_stream(ingest.shard_for("c1")))
     source = FixedSeq(value=40)
     message = await ingest.ingest("c1", "u1", "k10", "x", source)
-    assert message.seq == 41 and source.calls == 1
+    assert message.seq == 41
+    assert source.calls == 1
 
 
 @pytest.mark.parametrize(
@@ -132,5 +134,6 @@ async def test_unknown_conversation_is_not_found(redis: Redis) -> None:
 
     ingest = Ingest(redis, shards=4)
     with pytest.raises(NotFound):
-        await ingest.ingest("nope", "u1", "k1", "hi", FixedSeq(),
-                            members=LoadsMembers(redis, 4, None))
+        await ingest.ingest(
+            "nope", "u1", "k1", "hi", FixedSeq(), members=LoadsMembers(redis, 4, None)
+        )

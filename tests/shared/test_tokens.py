@@ -106,7 +106,9 @@ async def test_unknown_kid_is_refused_after_one_refresh(minter: TokenMinter) -> 
             return await super().keys(refresh=refresh)
 
     verifier = TokenVerifier(
-        CountingSource({minter.kid: minter.public_jwk()}), issuer="chat-auth", audience="chat",
+        CountingSource({minter.kid: minter.public_jwk()}),
+        issuer="chat-auth",
+        audience="chat",
         min_refresh_seconds=60,
     )
     stranger = TokenMinter()
@@ -133,8 +135,14 @@ async def test_rotation_new_kid_is_found_by_refresh(minter: TokenMinter) -> None
 async def test_jku_and_embedded_jwk_headers_are_ignored(minter: TokenMinter) -> None:
     attacker = TokenMinter()
     token = jwt.encode(
-        attacker.claims("u1"), attacker.private_pem.decode(), algorithm="ES256",
-        headers={"kid": minter.kid, "jku": "http://evil.example/jwks", "jwk": attacker.public_jwk()},
+        attacker.claims("u1"),
+        attacker.private_pem.decode(),
+        algorithm="ES256",
+        headers={
+            "kid": minter.kid,
+            "jku": "http://evil.example/jwks",
+            "jwk": attacker.public_jwk(),
+        },
     )
     with pytest.raises(TokenError):
         await make_verifier(minter).verify(token)

@@ -24,7 +24,8 @@ class GatewaySettings(ChatSettings):
         10_000, ge=10, description="Entries kept in each user's inbox stream (approximate)."
     )
     send_queue_frames: int = Field(
-        2_000, ge=10,
+        2_000,
+        ge=10,
         description="Frames buffered per socket; a reader slower than that is closed with 1013.",
     )
     presence_timeout: float = Field(

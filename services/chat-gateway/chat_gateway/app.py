@@ -1,0 +1,204 @@
+"""The chat gateway app: ``create_app(settings)`` (uvicorn calls it with no argument)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from fastapi import FastAPI
+from starlette.routing import WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from chat_gateway.api import router as api_router
+from chat_gateway.asyncapi import asyncapi_document
+from chat_gateway.delivery import DeliveryReader, EventRouter, LocalSessions
+from chat_gateway.endpoint import WebSocketEndpoint
+from chat_gateway.fanout import Fanout
+from chat_gateway.inbox import Inbox
+from chat_gateway.metrics import GatewayMetrics
+from chat_gateway.presence import Presence
+from chat_gateway.protocol import SessionLimits
+from chat_gateway.receipts import Receipts
+from chat_gateway.runtime import GatewayRuntime
+from chat_gateway.settings import GatewaySettings
+from chat_shared.ingest import Ingest
+from chat_shared.redis import connect_redis
+from chat_shared.revocation import REVOCATION_CHANNEL
+from chat_shared.tokens import KeySource
+from chat_shared.web.app import create_service_app, token_verifier
+from chat_shared.web.observability import CheckResult, ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, keys: KeySource | None = None
+) -> FastAPI:
+    settings = settings or GatewaySettings()
+    gateway_id = settings.gateway_id or default_gateway_id()
+    base_metrics = ServiceMetrics("gateway")
+    metrics = GatewayMetrics(base_metrics)
+    redis = connect_redis(settings.redis_url, max_connections=256)
+
+    async def redis_check() -> CheckResult:
+        await redis.ping()
+        return "ok"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        http = httpx2.AsyncClient(timeout=5.0)
+        runtime = build_runtime(settings, gateway_id, redis, http, metrics, keys)
+        await runtime.ingest.ensure_groups()
+        await runtime.presence.clean_previous_incarnation()
+
+        def record_batch(messages: int, appends: int) -> None:
+            metrics.fanout_messages.inc(messages)
+            metrics.fanout_inbox_appends.inc(appends)
+            metrics.fanout_shards.set(len(fanout.stats.held))
+
+        fanout = Fanout(
+            redis,
+            runtime.inbox,
+            gateway_id=gateway_id,
+            shards=settings.ingest_shards,
+            lease_seconds=settings.fanout_lease_seconds,
+            on_batch=record_batch,
+        )
+        tasks = [
+            asyncio.create_task(fanout.run(), name="fanout"),
+            asyncio.create_task(
+                DeliveryReader(redis, gateway_id, runtime.sessions).run(), name="delivery"
+            ),
+            asyncio.create_task(runtime.presence.run(), name="presence"),
+            asyncio.create_task(_tick_sessions(runtime), name="ticker"),
+            asyncio.create_task(_listen_for_revocations(runtime), name="revocations"),
+        ]
+        # Long-lived start-up objects need no more GC passes; large thresholds keep the
+        # collector from stalling the loop when thousands of sockets churn objects.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+        log.info("gateway started", extra={"gateway_id": gateway_id})
+        try:
+            yield {"gateway": runtime, "token_verifier": runtime.verifier}
+        finally:
+            runtime.accepting = False
+            await fanout.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await http.aclose()
+            await redis.aclose()
+            log.info("gateway stopped", extra={"gateway_id": gateway_id})
+
+    app = create_service_app(
+        settings,
+        title="Chat gateway",
+        description=(
+            "Real-time delivery over WebSocket at `/v1/ws` (protocol: `/asyncapi.json`), "
+            "presence queries, and the web client at `/`."
+        ),
+        lifespan=lifespan,
+        metrics=base_metrics,
+        checks={"redis": redis_check},
+    )
+    app.include_router(api_router)
+    app.router.routes.append(WebSocketRoute("/v1/ws", WebSocketEndpoint()))
+
+    document = asyncapi_document(settings)
+
+    @app.get("/asyncapi.json", tags=["protocol"], summary="AsyncAPI 3 description of /v1/ws")
+    async def asyncapi() -> dict[str, Any]:
+        return document
+
+    if STATIC_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
+    return app
+
+
+def build_runtime(
+    settings: GatewaySettings,
+    gateway_id: str,
+    redis: Any,
+    http: httpx2.AsyncClient,
+    metrics: GatewayMetrics,
+    keys: KeySource | None,
+) -> GatewayRuntime:
+    sessions = LocalSessions()
+    events = EventRouter(redis)
+    return GatewayRuntime(
+        settings=settings,
+        gateway_id=gateway_id,
+        redis=redis,
+        http=http,
+        verifier=token_verifier(settings, redis=redis, http=http, keys=keys),
+        ingest=Ingest(redis, shards=settings.ingest_shards, max_chars=settings.max_message_chars),
+        inbox=Inbox(redis, maxlen=settings.inbox_maxlen),
+        sessions=sessions,
+        events=events,
+        receipts=Receipts(redis, events, shards=settings.ingest_shards),
+        presence=Presence(
+            redis,
+            events,
+            gateway_id=gateway_id,
+            timeout=settings.presence_timeout,
+            shards=settings.ingest_shards,
+        ),
+        metrics=metrics,
+        limits=SessionLimits(
+            send_rate=settings.send_rate,
+            send_burst=settings.send_burst,
+            typing_rate=settings.typing_rate,
+            max_chars=settings.max_message_chars,
+            heartbeat_interval=settings.heartbeat_interval,
+            presence_timeout=settings.presence_timeout,
+        ),
+        allowed_origins=frozenset(settings.allowed_origins) | frozenset(settings.cors_origins),
+    )
+
+
+async def _tick_sessions(runtime: GatewayRuntime) -> None:
+    """One timer for every socket: heartbeat deadlines and token expiry."""
+    while True:
+        await asyncio.sleep(0.5)
+        now = time.time()
+        for connection in runtime.sessions.all():
+            connection.tick(now)
+
+
+async def _listen_for_revocations(runtime: GatewayRuntime) -> None:
+    """Close the sockets of sessions whose tokens were revoked (password change...)."""
+    while True:
+        pubsub = runtime.redis.pubsub()
+        try:
+            await pubsub.subscribe(REVOCATION_CHANNEL)
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                user_id, _, version = message["data"].decode().partition(":")
+                for connection in runtime.sessions.of(user_id):
+                    if connection.principal.token_version < int(version or 0):
+                        connection.revoke()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("revocation listener restarting", extra={"error": type(exc).__name__})
+            await asyncio.sleep(1.0)
+        finally:
+            with suppress(Exception):
+                await pubsub.aclose()

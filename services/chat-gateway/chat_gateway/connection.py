@@ -1,0 +1,279 @@
+"""One WebSocket session: the thin I/O layer around :class:`SessionCore`.
+
+It feeds the core what arrives (frames, live deliveries, ticks), carries out the effects
+the core returns (write a frame, ingest, store a cursor, read the inbox...), and reports
+outcomes back to the core. Writes go through a bounded queue drained by one writer task:
+a client that reads too slowly fills its own queue and is closed with 1013, never
+slowing anybody else. Inbox replay is flow-controlled by the same queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from chat_gateway import frames
+from chat_gateway.cursors import Cursor, format_cursor, parse_cursor
+from chat_gateway.protocol import (
+    CLOSE_SLOW_READER,
+    Close,
+    Effect,
+    FetchInbox,
+    Ingest,
+    MarkRead,
+    PublishTyping,
+    Reauthenticate,
+    Send,
+    SessionCore,
+    StoreCursor,
+)
+from chat_shared.errors import ChatError, Unavailable
+from chat_shared.logs import session_id_var
+from chat_shared.tokens import Principal, TokenError
+
+if TYPE_CHECKING:
+    from chat_gateway.runtime import GatewayRuntime
+    from chat_gateway.upstream import HistoryClient
+
+log = logging.getLogger(__name__)
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+REPLAY_PAGE = 500
+CLOSE_SEND_TIMEOUT = 5.0
+
+
+class Connection:
+    def __init__(
+        self,
+        runtime: GatewayRuntime,
+        send: ASGISend,
+        core: SessionCore,
+        principal: Principal,
+        history: HistoryClient,
+        address: str,
+    ) -> None:
+        self.runtime = runtime
+        self._asgi_send = send
+        self.core = core
+        self.principal = principal
+        self.history = history
+        self.address = address
+        self.user_id = core.user_id
+        self.device_id = core.device_id
+        self.session_id = core.session_id
+        self.queue: deque[str] = deque()
+        self.max_queue = runtime.settings.send_queue_frames
+        self._has_frames = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None
+
+    # Feeding the core --------------------------------------------------------------
+
+    def start(self, resync_to: Cursor | None) -> None:
+        effects = self.core.start()
+        if resync_to is not None:
+            effects = [effects[0], *self.core.resync("cursor_too_old", resync_to), effects[1]]
+            # The replay continues from the new position.
+            effects[-1] = FetchInbox(format_cursor(self.core.last_cursor))
+        self.apply(effects)
+
+    def receive(self, message: dict[str, Any]) -> None:
+        now = time.time()
+        text = message.get("text")
+        if text is not None:
+            self.runtime.metrics.frames_in.inc()
+            self.apply(self.core.receive_text(text, now))
+        else:
+            self.apply(self.core.receive_binary(now))
+
+    def deliver(self, cursor: Cursor, prev: Cursor, text: str) -> None:
+        self.apply(self.core.deliver(cursor, prev, text))
+
+    def push_event(self, text: str) -> None:
+        if not self.core.closed:
+            self._enqueue(text)
+
+    def tick(self, now: float) -> None:
+        self.apply(self.core.tick(now))
+
+    def revoke(self) -> None:
+        self.apply(self.core.revoke())
+
+    # Effects ---------------------------------------------------------------------------
+
+    def apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case Send(text):
+                    self._enqueue(text)
+                case Close(code, reason):
+                    self.close(code, reason)
+                case Ingest():
+                    self._spawn(self._ingest(effect))
+                case FetchInbox(after):
+                    self._spawn(self._fetch(after))
+                case StoreCursor(cursor):
+                    self._spawn(self._store_cursor(cursor))
+                case MarkRead():
+                    self._spawn(self._mark_read(effect))
+                case PublishTyping():
+                    self._spawn(self._typing(effect))
+                case Reauthenticate(token):
+                    self._spawn(self._reauthenticate(token))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("session task failed", exc_info=exc, extra={"session_id": self.session_id})
+
+    async def _ingest(self, effect: Ingest) -> None:
+        try:
+            message = await self.runtime.ingest.ingest(
+                effect.conversation_id,
+                self.user_id,
+                effect.client_id,
+                effect.body,
+                seq_source=self.history,
+                members=self.history,
+            )
+        except ChatError as exc:
+            self.apply(self.core.ingest_failed(effect.client_id, exc))
+        except (RedisError, OSError) as exc:
+            log.warning("ingest failed", extra={"error": type(exc).__name__})
+            self.apply(
+                self.core.ingest_failed(
+                    effect.client_id, Unavailable("The message was not stored; retry it.")
+                )
+            )
+        else:
+            self.runtime.metrics.messages_sent.inc()
+            self.apply(self.core.ingested(message))
+
+    async def _fetch(self, after: str) -> None:
+        start = parse_cursor(after)
+        if start is None:
+            return
+        # Replay only as fast as the client reads: wait for room in the queue.
+        while len(self.queue) > self.max_queue // 2 and not self.core.closed:
+            self._room.clear()
+            await self._room.wait()
+        count = max(1, min(REPLAY_PAGE, self.max_queue - len(self.queue)))
+        page = await self.runtime.inbox.page(self.user_id, start, count)
+        entries = [
+            (cursor, frames.message(format_cursor(cursor), payload)) for cursor, payload in page
+        ]
+        self.apply(self.core.inbox_page(entries, complete=len(page) < count))
+
+    async def _store_cursor(self, cursor: str) -> None:
+        await self.runtime.inbox.store_cursor(self.user_id, self.device_id, cursor)
+
+    async def _mark_read(self, effect: MarkRead) -> None:
+        try:
+            await self.runtime.receipts.mark_read(self.user_id, effect.conversation_id, effect.seq)
+        except ChatError as exc:
+            self.apply(self.core.effect_refused(exc))
+
+    async def _typing(self, effect: PublishTyping) -> None:
+        try:
+            await self.runtime.receipts.typing(self.user_id, effect.conversation_id, effect.active)
+        except ChatError as exc:
+            self.apply(self.core.effect_refused(exc))
+
+    async def _reauthenticate(self, token: str) -> None:
+        try:
+            principal = await self.runtime.verifier.verify(token)
+        except TokenError as exc:
+            self._enqueue(frames.error("invalid", exc.detail))
+            return
+        if principal.user_id != self.user_id:
+            self._enqueue(frames.error("invalid", "token belongs to another user"))
+            return
+        self.principal = principal
+        self.history.token = token
+        self.apply(self.core.reauthenticated(principal.expires_at))
+
+    # Writing ---------------------------------------------------------------------------
+
+    def _enqueue(self, text: str) -> None:
+        if self.close_code is not None:
+            return
+        if len(self.queue) >= self.max_queue:
+            self.runtime.metrics.slow_reader_closes.inc()
+            self.queue.clear()
+            self.close(CLOSE_SLOW_READER, "reading too slowly; reconnect with your cursor")
+            return
+        self.queue.append(text)
+        self._has_frames.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.core.closed = True
+        self._has_frames.set()
+        self._room.set()
+
+    async def write_loop(self) -> None:
+        send = self._asgi_send
+        queue = self.queue
+        frames_out = self.runtime.metrics.frames_out
+        try:
+            while True:
+                while queue and self.close_code is None:
+                    text = queue.popleft()
+                    await send({"type": "websocket.send", "text": text})
+                    frames_out.inc()
+                    if not self._room.is_set() and len(queue) <= self.max_queue // 2:
+                        self._room.set()
+                if self.close_code is not None:
+                    break
+                self._has_frames.clear()
+                await self._has_frames.wait()
+            # A reader that stopped reading may never take the close frame: bound it.
+            await asyncio.wait_for(
+                send(
+                    {
+                        "type": "websocket.close",
+                        "code": self.close_code,
+                        "reason": self._close_reason(),
+                    }
+                ),
+                CLOSE_SEND_TIMEOUT,
+            )
+        except (TimeoutError, OSError):
+            pass
+        except Exception as exc:  # uvicorn raises ClientDisconnected once the peer is gone
+            if type(exc).__name__ != "ClientDisconnected":
+                raise
+        finally:
+            self.closed.set()
+
+    def _close_reason(self) -> str:
+        return {
+            1013: "slow reader",
+            4401: "unauthorized",
+            4408: "heartbeat timeout",
+            1008: "policy violation",
+        }.get(self.close_code or 0, "")
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        session_id_var.set(None)

@@ -1,0 +1,281 @@
+"""Fan-out: from the ingest shard streams into member inboxes and onto gateways.
+
+Each shard is worked by exactly one gateway at a time, under a lease in Redis. Live
+gateways share the shards evenly (each aims for ceil(shards / live gateways)); a lease
+that is not renewed expires, and a survivor takes the shard within a lease period.
+Every shard has one consumer name in group ``fanout`` whoever holds it, so a new holder
+first re-reads what the previous one left pending, and order is kept.
+
+For a batch of shard entries: read the members of each conversation, append the
+message to every member's inbox (one script per member, pipelined), add one delivery
+record per message to each gateway hosting a session of a recipient, then XACK. A crash
+anywhere before the XACK redoes the batch; the inbox script's watermark makes the redo
+append nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chat_gateway.inbox import Inbox
+from chat_shared.ingest import message_from_entry
+from chat_shared.keys import (
+    FANOUT_GROUP,
+    GATEWAYS_ZSET,
+    MEMBERS_SENTINEL,
+    gateway_deliveries,
+    members_key,
+    shard_lease,
+    shard_stream,
+)
+
+log = logging.getLogger(__name__)
+
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+DELIVERY_STREAM_MAXLEN = 100_000
+
+
+@dataclass
+class FanoutStats:
+    messages: int = 0
+    inbox_appends: int = 0
+    batches: int = 0
+    held: set[int] = field(default_factory=set)
+
+
+class Fanout:
+    def __init__(
+        self,
+        redis: Redis,
+        inbox: Inbox,
+        *,
+        gateway_id: str,
+        shards: int,
+        lease_seconds: float,
+        batch: int = 200,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.inbox = inbox
+        self.gateway_id = gateway_id
+        self.shards = shards
+        self.lease_ms = int(lease_seconds * 1000)
+        self.batch = batch
+        self.on_batch = on_batch
+        self.stats = FanoutStats()
+        self._renew = redis.register_script(RENEW_LUA)
+        self._release = redis.register_script(RELEASE_LUA)
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._valid_until: dict[int, float] = {}
+        self._stopping = False
+
+    # Leases ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Hold a fair share of the shard leases until stopped."""
+        period = self.lease_ms / 3000
+        while not self._stopping:
+            try:
+                await self._balance()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("fanout lease round failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(period)
+
+    async def _balance(self) -> None:
+        now_ms = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(GATEWAYS_ZSET, {self.gateway_id: now_ms})
+            pipe.zcount(GATEWAYS_ZSET, now_ms - 3 * self.lease_ms, "+inf")
+            _, live = await pipe.execute()
+        target = math.ceil(self.shards / max(1, int(live)))
+
+        for shard in list(self._workers):
+            started = time.monotonic()
+            if await self._renew(keys=[shard_lease(shard)], args=[self.gateway_id, self.lease_ms]):
+                self._valid_until[shard] = started + self.lease_ms / 1000 * 0.8
+            else:
+                log.warning("lost fanout lease", extra={"shard": shard})
+                await self._stop_worker(shard)
+        while len(self._workers) > target:
+            await self.release(max(self._workers))
+        if len(self._workers) < target:
+            free = [s for s in range(self.shards) if s not in self._workers]
+            random.shuffle(free)
+            for shard in free:
+                if len(self._workers) >= target:
+                    break
+                started = time.monotonic()
+                if await self.redis.set(
+                    shard_lease(shard), self.gateway_id, nx=True, px=self.lease_ms
+                ):
+                    self._valid_until[shard] = started + self.lease_ms / 1000 * 0.8
+                    self._workers[shard] = asyncio.create_task(self._work(shard))
+                    self.stats.held.add(shard)
+                    log.info("took fanout lease", extra={"shard": shard})
+
+    def _holds(self, shard: int) -> bool:
+        return not self._stopping and time.monotonic() < self._valid_until.get(shard, 0.0)
+
+    async def _stop_worker(self, shard: int) -> None:
+        task = self._workers.pop(shard, None)
+        self._valid_until.pop(shard, None)
+        self.stats.held.discard(shard)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def release(self, shard: int) -> None:
+        await self._stop_worker(shard)
+        await self._release(keys=[shard_lease(shard)], args=[self.gateway_id])
+
+    async def stop(self) -> None:
+        """Hand every shard over at once (graceful shutdown)."""
+        self._stopping = True
+        for shard in list(self._workers):
+            try:
+                await self.release(shard)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await self._stop_worker(shard)
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self.redis.zrem(GATEWAYS_ZSET, self.gateway_id)
+
+    # Work ----------------------------------------------------------------------------
+
+    async def _work(self, shard: int) -> None:
+        stream = shard_stream(shard)
+        consumer = f"s{shard}"
+        # Pending entries of the shard's consumer first (left by a previous holder),
+        # then new ones.
+        next_id = "0"
+        while self._holds(shard):
+            try:
+                reply = await self.redis.xreadgroup(
+                    FANOUT_GROUP,
+                    consumer,
+                    {stream: next_id},
+                    count=self.batch,
+                    block=None if next_id == "0" else 1000,
+                )
+                entries = reply[0][1] if reply else []
+                if next_id == "0" and not entries:
+                    next_id = ">"
+                    continue
+                if entries and self._holds(shard):
+                    await self._fan_out(shard, stream, entries)
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._create_group(stream)
+                    continue
+                log.exception("fanout batch failed", extra={"shard": shard})
+                await asyncio.sleep(0.5)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning(
+                    "fanout redis error", extra={"shard": shard, "error": type(exc).__name__}
+                )
+                await asyncio.sleep(0.5)
+                next_id = "0"
+
+    async def _create_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, FANOUT_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _fan_out(self, shard: int, stream: str, entries: list[Any]) -> None:
+        # Entries trimmed while pending come back without fields: nothing to deliver.
+        live = [(eid, fields) for eid, fields in entries if fields]
+        messages = [(eid, message_from_entry(fields)) for eid, fields in live]
+        conversations = sorted({m.conversation_id for _, m in messages})
+        members = await self._members(conversations)
+        missing = [c for c in conversations if c not in members]
+        if missing:
+            # Membership vanished from Redis (data loss); history rebuilds it. Wait
+            # rather than skip: skipping would lose the message for every member.
+            log.warning("members not cached; waiting", extra={"conversations": missing[:5]})
+            await asyncio.sleep(0.5)
+            return
+
+        appends: list[tuple[int, str]] = []
+        payloads: list[bytes] = []
+        field_name = f"s{shard}"
+        script = self.inbox.append_script
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index, (eid, message) in enumerate(messages):
+                payload = orjson.dumps(message.public())
+                payloads.append(payload)
+                entry_id = eid.decode() if isinstance(eid, bytes) else str(eid)
+                for member in members[message.conversation_id]:
+                    appends.append((index, member))
+                    await script(
+                        keys=self.inbox.append_keys(member),
+                        args=[field_name, entry_id, payload, self.inbox.maxlen],
+                        client=pipe,
+                    )
+            results = await pipe.execute() if appends else []
+
+        routes: dict[tuple[str, int], list[str]] = defaultdict(list)
+        for (index, member), result in zip(appends, results, strict=True):
+            cursor = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+            if not cursor:
+                continue
+            prev = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+            for gateway in {g.decode() if isinstance(g, bytes) else str(g) for g in result[2:]}:
+                routes[(gateway, index)].append(f"{member} {cursor} {prev}")
+
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (gateway, index), recipients in routes.items():
+                pipe.xadd(
+                    gateway_deliveries(gateway),
+                    {"m": payloads[index], "r": "\n".join(recipients)},
+                    maxlen=DELIVERY_STREAM_MAXLEN,
+                    approximate=True,
+                )
+            pipe.xack(stream, FANOUT_GROUP, *[eid for eid, _ in entries])
+            await pipe.execute()
+        self.stats.messages += len(messages)
+        self.stats.inbox_appends += len(appends)
+        self.stats.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(len(messages), len(appends))
+
+    async def _members(self, conversations: list[str]) -> dict[str, list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation in conversations:
+                pipe.smembers(members_key(conversation, self.shards))
+            replies = await pipe.execute()
+        found: dict[str, list[str]] = {}
+        sentinel = MEMBERS_SENTINEL.encode()
+        for conversation, reply in zip(conversations, replies, strict=True):
+            if reply:
+                found[conversation] = sorted(m.decode() for m in reply if m != sentinel)
+        return found

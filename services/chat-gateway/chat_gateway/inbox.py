@@ -1,0 +1,125 @@
+"""Per-user inbox streams: what every device of a user resumes from.
+
+The fan-out appends each message once per member with ``INBOX_APPEND_LUA``. A redo
+after a crash must not append twice, so the script keeps, per user and ingest shard, a
+watermark: the last shard entry applied and the inbox cursor it got. Shard entries
+arrive in stream order, so an entry at or below the watermark is already there. The
+script also returns the cursor of the entry before it (``prev``) and the gateways that
+hold sessions of the user, all from the user's own hash slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from chat_gateway.cursors import ORIGIN, Cursor, format_cursor, parse_cursor
+from chat_shared.keys import user_cursors, user_inbox, user_inbox_state, user_sessions
+
+# KEYS: inbox, state, sessions.  ARGV: shard field, shard entry id, payload, maxlen.
+# Returns {cursor, prev, gateway...}; cursor is '' when the entry was applied before
+# and superseded (nothing to deliver).
+INBOX_APPEND_LUA = """
+local function older(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local mark = redis.call('HGET', KEYS[2], ARGV[1])
+local cursor, prev
+if mark then
+  local entry, c, p = string.match(mark, '(%S+) (%S+) ?(%S*)')
+  if entry == ARGV[2] then
+    cursor, prev = c, p
+  elseif not older(entry, ARGV[2]) then
+    return {'', ''}
+  end
+end
+if not cursor then
+  prev = redis.call('HGET', KEYS[2], 'last') or ''
+  cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3])
+  redis.call('HSET', KEYS[2], 'last', cursor, ARGV[1], ARGV[2] .. ' ' .. cursor .. ' ' .. prev)
+end
+local result = {cursor, prev}
+for _, gateway in ipairs(redis.call('HVALS', KEYS[3])) do
+  table.insert(result, gateway)
+end
+return result
+"""
+
+# KEYS: cursors hash.  ARGV: device, cursor.  Moves the stored cursor forward only.
+STORE_CURSOR_LUA = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local cms, cseq = string.match(current, '(%d+)-(%d+)')
+  local nms, nseq = string.match(ARGV[2], '(%d+)-(%d+)')
+  cms, cseq, nms, nseq = tonumber(cms), tonumber(cseq), tonumber(nms), tonumber(nseq)
+  if nms < cms or (nms == cms and nseq <= cseq) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StartPoint:
+    cursor: Cursor
+    resync: bool
+
+
+class Inbox:
+    def __init__(self, redis: Redis, *, maxlen: int) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self.append_script = redis.register_script(INBOX_APPEND_LUA)
+        self._store_cursor = redis.register_script(STORE_CURSOR_LUA)
+
+    async def page(self, user_id: str, after: Cursor, count: int) -> list[tuple[Cursor, bytes]]:
+        """Entries strictly after ``after``, oldest first: (cursor, message json)."""
+        entries = await self.redis.xrange(
+            user_inbox(user_id), min=f"({format_cursor(after)}", max="+", count=count
+        )
+        page = []
+        for entry_id, fields in entries:
+            cursor = parse_cursor(entry_id)
+            if cursor is not None:
+                page.append((cursor, fields[b"m"]))
+        return page
+
+    async def start_point(
+        self, user_id: str, device_id: str, requested: Cursor | None
+    ) -> StartPoint:
+        """Where a new session starts: the client's cursor, else this device's stored
+        cursor, else the end of the inbox (a new device starts with what comes next)."""
+        candidate = requested
+        if candidate is None:
+            stored = await self.redis.hget(user_cursors(user_id), device_id)
+            candidate = parse_cursor(stored) if stored is not None else None
+        end, trimmed_upto = await self._bounds(user_id)
+        if candidate is None:
+            return StartPoint(end, resync=False)
+        if candidate > end:
+            return StartPoint(end, resync=False)
+        if trimmed_upto is not None and candidate < trimmed_upto:
+            return StartPoint(end, resync=True)
+        return StartPoint(candidate, resync=False)
+
+    async def _bounds(self, user_id: str) -> tuple[Cursor, Cursor | None]:
+        """The newest cursor and the newest one trimmed away (None if nothing was)."""
+        try:
+            info = await self.redis.xinfo_stream(user_inbox(user_id))
+        except ResponseError:
+            last = await self.redis.hget(user_inbox_state(user_id), "last")
+            return (parse_cursor(last) or ORIGIN) if last else ORIGIN, None
+        end = parse_cursor(info.get("last-generated-id")) or ORIGIN
+        deleted = parse_cursor(info.get("max-deleted-entry-id"))
+        return end, deleted if deleted is not None and deleted > ORIGIN else None
+
+    async def store_cursor(self, user_id: str, device_id: str, cursor: str) -> None:
+        await self._store_cursor(keys=[user_cursors(user_id)], args=[device_id, cursor])
+
+    def append_keys(self, user_id: str) -> list[str]:
+        return [user_inbox(user_id), user_inbox_state(user_id), user_sessions(user_id)]

@@ -1,0 +1,316 @@
+"""The protocol core of one WebSocket session: frames and events in, effects out.
+
+Pure and synchronous: no sockets, no Redis, no clock of its own (callers pass ``now``).
+The I/O layer (``connection.py``) feeds it what happens and carries out the effects it
+returns, then reports the outcome back (``ingested``, ``inbox_page``...). Unit tests
+drive it directly.
+
+Delivery order. Every inbox entry travels with the id of the entry before it in the
+same inbox (``prev``). The core remembers the last cursor it sent; a live entry whose
+``prev`` is at or before that cursor is the next one and goes straight out. Otherwise an
+entry is missing (deliveries from different shards can overtake each other, or a page
+is still being replayed), so the core asks for the inbox after its last cursor
+(``FetchInbox``) and holds live entries until the page arrives. That keeps every
+session gap-free and duplicate-free without ordering the delivery streams globally.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from chat_gateway import frames
+from chat_gateway.cursors import Cursor, format_cursor, parse_cursor
+from chat_shared.errors import ChatError
+from chat_shared.ingest import MAX_CLIENT_ID_CHARS, IngestedMessage
+
+CLOSE_TOKEN_INVALID = 4401
+CLOSE_HEARTBEAT_TIMEOUT = 4408
+CLOSE_TOO_MANY_CONNECTIONS = 4429
+CLOSE_ABUSE = 1008
+CLOSE_RESTARTING = 1012
+CLOSE_SLOW_READER = 1013
+
+
+# Effects the I/O layer carries out.
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    client_id: str
+    conversation_id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCursor:
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    conversation_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishTyping:
+    conversation_id: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FetchInbox:
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reauthenticate:
+    token: str
+
+
+Effect = (
+    Send | Close | Ingest | StoreCursor | MarkRead | PublishTyping | FetchInbox | Reauthenticate
+)
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    send_rate: float = 20.0
+    send_burst: int = 40
+    typing_rate: float = 2.0
+    max_chars: int = 100_000
+    heartbeat_interval: float = 5.0
+    presence_timeout: float = 30.0
+    # Refused frames tolerated per window before the client counts as abusive.
+    max_refusals: int = 200
+    refusal_window: float = 10.0
+
+
+@dataclass
+class SessionCore:
+    user_id: str
+    device_id: str
+    session_id: str
+    start_cursor: Cursor
+    token_expires_at: float
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.last_cursor: Cursor = self.start_cursor
+        self.fetching = False
+        self.held: list[tuple[Cursor, Cursor, str]] = []
+        self.last_heartbeat = self.now
+        self.closed = False
+        self.sends = TokenBucket(self.limits.send_rate, self.limits.send_burst)
+        self.typing = TokenBucket(self.limits.typing_rate, max(1.0, self.limits.typing_rate * 2))
+        self.refusals: list[float] = []
+
+    # Session lifecycle ---------------------------------------------------------------
+
+    def start(self) -> list[Effect]:
+        """The hello frame, then a replay of everything after the start cursor."""
+        hello = frames.hello(
+            self.user_id,
+            self.device_id,
+            self.session_id,
+            int(self.limits.heartbeat_interval * 1000),
+            format_cursor(self.start_cursor),
+        )
+        self.fetching = True
+        return [Send(hello), FetchInbox(format_cursor(self.last_cursor))]
+
+    def tick(self, now: float) -> list[Effect]:
+        """Called periodically: heartbeat and token expiry."""
+        self.now = now
+        if self.closed:
+            return []
+        if now - self.last_heartbeat > self.limits.presence_timeout:
+            return self._close(CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
+        if now >= self.token_expires_at:
+            return self._close(CLOSE_TOKEN_INVALID, "access token expired")
+        return []
+
+    def revoke(self) -> list[Effect]:
+        return self._close(CLOSE_TOKEN_INVALID, "session revoked")
+
+    def _close(self, code: int, reason: str) -> list[Effect]:
+        if self.closed:
+            return []
+        self.closed = True
+        return [Close(code, reason)]
+
+    # Client frames ---------------------------------------------------------------------
+
+    def receive_text(self, raw: str | bytes, now: float) -> list[Effect]:
+        self.now = now
+        if self.closed:
+            return []
+        self.last_heartbeat = now
+        try:
+            frame = frames.parse_client_frame(raw)
+        except frames.BadFrame as exc:
+            return self._refuse("bad_frame", exc.message, exc.client_id)
+        match frame:
+            case frames.SendFrame():
+                return self._send(frame)
+            case frames.PingFrame():
+                return [Send(frames.pong())]
+            case frames.AckFrame():
+                if parse_cursor(frame.cursor) is None:
+                    return self._refuse("invalid", "cursor is not an inbox cursor")
+                return [StoreCursor(frame.cursor)]
+            case frames.ReadFrame():
+                if frame.seq < 1 or frame.seq > 2**53:
+                    return self._refuse("invalid", "seq is out of range")
+                return [MarkRead(frame.conversation_id, frame.seq)]
+            case frames.TypingFrame():
+                if self.typing.take(now) > 0:
+                    return []  # typing is advisory: excess is dropped silently
+                return [PublishTyping(frame.conversation_id, frame.active)]
+            case frames.AuthFrame():
+                return [Reauthenticate(frame.token)]
+        return self._refuse("bad_frame", "unsupported frame")
+
+    def receive_binary(self, now: float) -> list[Effect]:
+        self.now = now
+        self.last_heartbeat = now
+        return self._refuse("bad_frame", "binary frames are not part of the protocol")
+
+    def _send(self, frame: frames.SendFrame) -> list[Effect]:
+        wait = self.sends.take(self.now)
+        if wait > 0:
+            return self._refuse(
+                "rate_limited",
+                "too many messages; slow down",
+                frame.client_id[:128],
+                retry_after_ms=max(1, math.ceil(wait * 1000)),
+            )
+        client_id = frame.client_id
+        if not 1 <= len(client_id) <= MAX_CLIENT_ID_CHARS:
+            return self._refuse(
+                "invalid",
+                f"client_id must be 1-{MAX_CLIENT_ID_CHARS} characters",
+                client_id[:MAX_CLIENT_ID_CHARS],
+            )
+        if len(frame.body) > self.limits.max_chars:
+            return self._refuse(
+                "too_large", f"body is longer than {self.limits.max_chars} characters", client_id
+            )
+        if not frame.body.strip():
+            return self._refuse("invalid", "body must not be empty or whitespace only", client_id)
+        return [Ingest(client_id, frame.conversation_id, frame.body)]
+
+    def _refuse(
+        self,
+        code: str,
+        detail: str,
+        client_id: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> list[Effect]:
+        effects: list[Effect] = [Send(frames.error(code, detail, client_id, retry_after_ms))]
+        horizon = self.now - self.limits.refusal_window
+        self.refusals = [t for t in self.refusals if t > horizon]
+        self.refusals.append(self.now)
+        if len(self.refusals) > self.limits.max_refusals:
+            effects += self._close(CLOSE_ABUSE, "too many refused frames")
+        return effects
+
+    # Outcomes of effects -------------------------------------------------------------
+
+    def ingested(self, message: IngestedMessage) -> list[Effect]:
+        return [
+            Send(
+                frames.sent(
+                    message.client_id,
+                    message.conversation_id,
+                    message.id,
+                    message.seq,
+                    message.created_at,
+                )
+            )
+        ]
+
+    def ingest_failed(self, client_id: str, error: ChatError) -> list[Effect]:
+        code = {404: "not_member", 413: "too_large", 429: "rate_limited"}.get(
+            error.status, "invalid" if error.status == 422 else "unavailable"
+        )
+        return [Send(frames.error(code, error.detail, client_id))]
+
+    def effect_refused(self, error: ChatError) -> list[Effect]:
+        """A read or typing frame the I/O layer refused (not a member, seq too far...)."""
+        code = "not_member" if error.status == 404 else "invalid"
+        return self._refuse(code, error.detail)
+
+    def reauthenticated(self, expires_at: float) -> list[Effect]:
+        self.token_expires_at = expires_at
+        return []
+
+    # Inbox delivery --------------------------------------------------------------------
+
+    def deliver(self, cursor: Cursor, prev: Cursor, text: str) -> list[Effect]:
+        """A live inbox entry for this user."""
+        if self.closed or cursor <= self.last_cursor:
+            return []
+        if self.fetching:
+            self.held.append((cursor, prev, text))
+            return []
+        if prev <= self.last_cursor:
+            self.last_cursor = cursor
+            return [Send(text)]
+        # Something between our last cursor and this entry has not reached us yet.
+        self.fetching = True
+        self.held.append((cursor, prev, text))
+        return [FetchInbox(format_cursor(self.last_cursor))]
+
+    def inbox_page(self, entries: list[tuple[Cursor, str]], complete: bool) -> list[Effect]:
+        """Entries read from the inbox after the last cursor, oldest first."""
+        effects: list[Effect] = []
+        for cursor, text in entries:
+            if cursor > self.last_cursor:
+                self.last_cursor = cursor
+                effects.append(Send(text))
+        if not complete:
+            effects.append(FetchInbox(format_cursor(self.last_cursor)))
+            return effects
+        self.fetching = False
+        held, self.held = sorted(self.held), []
+        for cursor, prev, text in held:
+            effects += self.deliver(cursor, prev, text)
+        return effects
+
+    def resync(self, reason: str, cursor: Cursor) -> list[Effect]:
+        """The start cursor is older than the inbox keeps: continue from ``cursor``."""
+        self.last_cursor = max(self.last_cursor, cursor)
+        return [Send(frames.resync(reason, format_cursor(self.last_cursor)))]

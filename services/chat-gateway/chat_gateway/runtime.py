@@ -1,0 +1,37 @@
+"""Everything a session needs, built once per gateway process in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx2
+from redis.asyncio import Redis
+
+from chat_gateway.delivery import EventRouter, LocalSessions
+from chat_gateway.inbox import Inbox
+from chat_gateway.metrics import GatewayMetrics
+from chat_gateway.presence import Presence
+from chat_gateway.protocol import SessionLimits
+from chat_gateway.receipts import Receipts
+from chat_gateway.settings import GatewaySettings
+from chat_shared.ingest import Ingest
+from chat_shared.tokens import TokenVerifier
+
+
+@dataclass
+class GatewayRuntime:
+    settings: GatewaySettings
+    gateway_id: str
+    redis: Redis
+    http: httpx2.AsyncClient
+    verifier: TokenVerifier
+    ingest: Ingest
+    inbox: Inbox
+    sessions: LocalSessions
+    events: EventRouter
+    receipts: Receipts
+    presence: Presence
+    metrics: GatewayMetrics
+    limits: SessionLimits
+    accepting: bool = True
+    allowed_origins: frozenset[str] = field(default_factory=frozenset)
