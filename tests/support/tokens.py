@@ -63,6 +63,8 @@ class TokenMinter:
     def token(self, user_id: str, username: str | None = None, **overrides: Any) -> str:
         headers = {"kid": self.kid}
         return jwt.encode(
-            self.claims(user_id, username, **overrides), self.private_pem.decode(),
-            algorithm="ES256", headers=headers,
+            self.claims(user_id, username, **overrides),
+            self.private_pem.decode(),
+            algorithm="ES256",
+            headers=headers,
         )

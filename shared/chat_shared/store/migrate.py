@@ -109,7 +109,7 @@ async def migrate_cassandra(settings: ChatSettings, service: str) -> list[int]:
         raise ValueError(f"invalid keyspace name {keyspace!r}")
     try:
         await store.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "  # noqa: S608 - validated name
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
             f"WITH replication = {settings.cassandra_replication}",
             prepared=False,
         )
@@ -121,7 +121,8 @@ async def migrate_cassandra(settings: ChatSettings, service: str) -> list[int]:
         )
         await asyncio.to_thread(store.session.set_keyspace, keyspace)
         rows = await store.execute(
-            "SELECT version FROM schema_migrations WHERE service = %s", (service,),
+            "SELECT version FROM schema_migrations WHERE service = %s",
+            (service,),
             prepared=False,
         )
         done = {row["version"] for row in rows}
@@ -134,7 +135,8 @@ async def migrate_cassandra(settings: ChatSettings, service: str) -> list[int]:
             await store.execute(
                 "INSERT INTO schema_migrations (service, version, name, applied_at)"
                 " VALUES (%s, %s, %s, toTimestamp(now()))",
-                (service, migration.version, migration.name), prepared=False,
+                (service, migration.version, migration.name),
+                prepared=False,
             )
             applied.append(migration.version)
         return applied
@@ -155,7 +157,9 @@ def migrate(settings: ChatSettings, services: list[str]) -> dict[str, list[int]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chat-migrate", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--service", action="append", choices=sorted(SERVICE_PACKAGES),
+        "--service",
+        action="append",
+        choices=sorted(SERVICE_PACKAGES),
         help="service whose schema to migrate (repeatable; default: all)",
     )
     args = parser.parse_args(argv)

@@ -76,12 +76,3 @@ def token_verifier(
         audience=settings.jwt_audience,
         min_refresh_seconds=settings.jwks_min_refresh_seconds,
     )
-
-
-async def close_quietly(*closers: Callable[[], Any]) -> None:
-    for close in closers:
-        result = close()
-        if hasattr(result, "__await__"):
-            await result
-
-

@@ -48,12 +48,16 @@ class ServiceMetrics:
 
     def __post_init__(self) -> None:
         self.http_requests = Counter(
-            "chat_http_requests_total", "HTTP requests served.",
-            ["service", "method", "route", "status"], registry=self.registry,
+            "chat_http_requests_total",
+            "HTTP requests served.",
+            ["service", "method", "route", "status"],
+            registry=self.registry,
         )
         self.http_latency = Histogram(
-            "chat_http_request_seconds", "HTTP request latency.",
-            ["service", "method", "route"], registry=self.registry,
+            "chat_http_request_seconds",
+            "HTTP request latency.",
+            ["service", "method", "route"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
 
@@ -86,8 +90,10 @@ class ObservabilityMiddleware:
             ):
                 status = 413 if declared.isdigit() else 400
                 await problem_response(
-                    status, f"Request bodies are limited to {self.max_body_bytes} bytes."
-                    if status == 413 else "Invalid Content-Length.",
+                    status,
+                    f"Request bodies are limited to {self.max_body_bytes} bytes."
+                    if status == 413
+                    else "Invalid Content-Length.",
                     headers={"X-Request-ID": request_id},
                 )(scope, receive, send)
                 return
@@ -125,7 +131,8 @@ class ObservabilityMiddleware:
                     raise
                 status = 413
                 await problem_response(
-                    413, f"Request bodies are limited to {self.max_body_bytes} bytes.",
+                    413,
+                    f"Request bodies are limited to {self.max_body_bytes} bytes.",
                     headers={"X-Request-ID": request_id},
                 )(scope, receive, send)
             if too_large and not response_started:
@@ -137,14 +144,16 @@ class ObservabilityMiddleware:
             self.metrics.http_requests.labels(
                 self.metrics.service, method, route, str(status)
             ).inc()
-            self.metrics.http_latency.labels(self.metrics.service, method, route).observe(
-                elapsed
-            )
+            self.metrics.http_latency.labels(self.metrics.service, method, route).observe(elapsed)
             if route not in ("/healthz", "/readyz", "/metrics"):
                 log.info(
                     "request",
-                    extra={"method": method, "route": route, "status": status,
-                           "ms": round(elapsed * 1000, 2)},
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
                 )
             request_id_var.reset(token)
 
@@ -192,8 +201,9 @@ def observability_router(
                 results[name] = f"down: {type(exc).__name__}"
                 ready = False
         status = "ok" if ready and not degraded else ("degraded" if ready else "down")
-        return JSONResponse({"status": status, "checks": results},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": status, "checks": results}, status_code=200 if ready else 503
+        )
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -203,7 +213,9 @@ def observability_router(
 
 
 def install_observability(
-    app: FastAPI, metrics: ServiceMetrics, checks: dict[str, ReadinessCheck],
+    app: FastAPI,
+    metrics: ServiceMetrics,
+    checks: dict[str, ReadinessCheck],
     max_body_bytes: int,
 ) -> None:
     app.include_router(observability_router(metrics, checks))

@@ -47,8 +47,11 @@ def problem_response(
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may hold a password.
     return [
-        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")),
-         "type": str(err.get("type", ""))}
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()
     ]
 
@@ -60,8 +63,7 @@ async def _chat_error(_: Request, exc: Exception) -> Response:
         headers = {"Retry-After": str(exc.retry_after)}
     if exc.status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
-    return problem_response(exc.status, exc.detail, title=exc.title, code=exc.code,
-                            headers=headers)
+    return problem_response(exc.status, exc.detail, title=exc.title, code=exc.code, headers=headers)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -73,7 +75,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     return problem_response(
-        422, "The request does not match the schema.", code="invalid",
+        422,
+        "The request does not match the schema.",
+        code="invalid",
         extra={"errors": _validation_errors(exc)},
     )
 
