@@ -18,6 +18,10 @@ def connect_redis(url: str, *, max_connections: int = 64) -> Redis:
         "max_connections": max_connections,
         "timeout": 20,
         "health_check_interval": 30,
+        # Above every blocking read we issue (XREAD/XREADGROUP block at most 5 s);
+        # redis-py's own default of 5 s would cut those short.
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
     }
     if not url.startswith("unix://"):
         options["socket_keepalive"] = True

@@ -27,8 +27,13 @@ NOW = 1_000_000.0
 
 def core(**limits: Any) -> SessionCore:
     session = SessionCore(
-        user_id="u1", device_id="d1", session_id="s1", start_cursor=(0, 0),
-        token_expires_at=NOW + 900, limits=SessionLimits(**limits), now=NOW,
+        user_id="u1",
+        device_id="d1",
+        session_id="s1",
+        start_cursor=(0, 0),
+        token_expires_at=NOW + 900,
+        limits=SessionLimits(**limits),
+        now=NOW,
     )
     session.start()
     session.inbox_page([], complete=True)
@@ -46,8 +51,9 @@ def error_code(effects: list[Any]) -> str:
 
 
 def send_frame(**fields: Any) -> str:
-    return json.dumps({"type": "send", "client_id": "c1", "conversation_id": "conv",
-                       "body": "hi", **fields})
+    return json.dumps(
+        {"type": "send", "client_id": "c1", "conversation_id": "conv", "body": "hi", **fields}
+    )
 
 
 def test_start_says_hello_then_replays_after_the_cursor() -> None:
@@ -55,8 +61,14 @@ def test_start_says_hello_then_replays_after_the_cursor() -> None:
     hello, fetch = session.start()
     assert isinstance(hello, Send)
     frame = json.loads(hello.text)
-    assert frame == {"type": "hello", "user_id": "u1", "device_id": "d1", "session_id": "s1",
-                     "heartbeat_interval_ms": 5000, "cursor": "5-2"}
+    assert frame == {
+        "type": "hello",
+        "user_id": "u1",
+        "device_id": "d1",
+        "session_id": "s1",
+        "heartbeat_interval_ms": 5000,
+        "cursor": "5-2",
+    }
     assert fetch == FetchInbox("5-2")
 
 
@@ -65,8 +77,14 @@ def test_send_becomes_an_ingest_and_then_a_sent_frame() -> None:
     assert session.receive_text(send_frame(), NOW) == [Ingest("c1", "conv", "hi")]
     message = IngestedMessage("m1", "conv", 7, "u1", "hi", "c1", 1_700_000_000_123)
     (frame,) = sent_frames(session.ingested(message))
-    assert frame == {"type": "sent", "client_id": "c1", "conversation_id": "conv",
-                     "message_id": "m1", "seq": 7, "created_at": "2023-11-14T22:13:20.123Z"}
+    assert frame == {
+        "type": "sent",
+        "client_id": "c1",
+        "conversation_id": "conv",
+        "message_id": "m1",
+        "seq": 7,
+        "created_at": "2023-11-14T22:13:20.123Z",
+    }
 
 
 @pytest.mark.parametrize(
@@ -146,13 +164,15 @@ def test_sends_over_the_rate_get_rate_limited_with_a_retry_hint() -> None:
     session = core(send_rate=1.0, send_burst=3)
     for i in range(3):
         assert session.receive_text(send_frame(client_id=f"k{i}"), NOW) == [
-            Ingest(f"k{i}", "conv", "hi")]
+            Ingest(f"k{i}", "conv", "hi")
+        ]
     (frame,) = sent_frames(session.receive_text(send_frame(client_id="k3"), NOW))
     assert frame["code"] == "rate_limited"
     assert frame["client_id"] == "k3"
     assert 900 <= frame["retry_after_ms"] <= 1000
     assert session.receive_text(send_frame(client_id="k4"), NOW + 1.0) == [
-        Ingest("k4", "conv", "hi")]
+        Ingest("k4", "conv", "hi")
+    ]
 
 
 def test_a_client_that_keeps_hammering_is_closed_after_a_bound() -> None:
@@ -169,8 +189,7 @@ def test_a_client_that_keeps_hammering_is_closed_after_a_bound() -> None:
 
 def test_ack_stores_the_cursor_and_refuses_garbage() -> None:
     session = core()
-    assert session.receive_text('{"type": "ack", "cursor": "17-3"}', NOW) == [
-        StoreCursor("17-3")]
+    assert session.receive_text('{"type": "ack", "cursor": "17-3"}', NOW) == [StoreCursor("17-3")]
     assert error_code(session.receive_text('{"type": "ack", "cursor": "zzz"}', NOW)) == "invalid"
 
 
@@ -244,9 +263,15 @@ def test_replay_pages_until_complete_then_releases_held_entries() -> None:
     session.start()
     assert session.deliver((5, 0), (4, 0), "m5") == []
     assert session.inbox_page([((1, 0), "m1"), ((2, 0), "m2")], complete=False) == [
-        Send("m1"), Send("m2"), FetchInbox("2-0")]
-    assert session.inbox_page([((3, 0), "m3"), ((4, 0), "m4"), ((5, 0), "m5")],
-                              complete=True) == [Send("m3"), Send("m4"), Send("m5")]
+        Send("m1"),
+        Send("m2"),
+        FetchInbox("2-0"),
+    ]
+    assert session.inbox_page([((3, 0), "m3"), ((4, 0), "m4"), ((5, 0), "m5")], complete=True) == [
+        Send("m3"),
+        Send("m4"),
+        Send("m5"),
+    ]
 
 
 def test_resync_moves_the_cursor_and_tells_the_client() -> None:

@@ -6,6 +6,10 @@ watermark: the last shard entry applied and the inbox cursor it got. Shard entri
 arrive in stream order, so an entry at or below the watermark is already there. The
 script also returns the cursor of the entry before it (``prev``) and the gateways that
 hold sessions of the user, all from the user's own hash slot.
+
+Each entry stores its ``prev`` too. Trimming drops the oldest entries; a resuming
+cursor is still covered when it is at or after the ``prev`` of the oldest entry kept,
+otherwise something after it was trimmed and the client must ``resync``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ if mark then
 end
 if not cursor then
   prev = redis.call('HGET', KEYS[2], 'last') or ''
-  cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3])
+  cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3], 'p', prev)
   redis.call('HSET', KEYS[2], 'last', cursor, ARGV[1], ARGV[2] .. ' ' .. cursor .. ' ' .. prev)
 end
 local result = {cursor, prev}
@@ -98,25 +102,28 @@ class Inbox:
         if candidate is None:
             stored = await self.redis.hget(user_cursors(user_id), device_id)
             candidate = parse_cursor(stored) if stored is not None else None
-        end, trimmed_upto = await self._bounds(user_id)
-        if candidate is None:
+        end, covered_from = await self._bounds(user_id)
+        if candidate is None or candidate > end:
             return StartPoint(end, resync=False)
-        if candidate > end:
-            return StartPoint(end, resync=False)
-        if trimmed_upto is not None and candidate < trimmed_upto:
+        if candidate < covered_from:
             return StartPoint(end, resync=True)
         return StartPoint(candidate, resync=False)
 
-    async def _bounds(self, user_id: str) -> tuple[Cursor, Cursor | None]:
-        """The newest cursor and the newest one trimmed away (None if nothing was)."""
+    async def _bounds(self, user_id: str) -> tuple[Cursor, Cursor]:
+        """The newest cursor, and the oldest cursor a session can resume from without
+        missing anything (the predecessor of the oldest entry kept)."""
         try:
             info = await self.redis.xinfo_stream(user_inbox(user_id))
         except ResponseError:
             last = await self.redis.hget(user_inbox_state(user_id), "last")
-            return (parse_cursor(last) or ORIGIN) if last else ORIGIN, None
+            end = parse_cursor(last) if last else None
+            return end or ORIGIN, end or ORIGIN
         end = parse_cursor(info.get("last-generated-id")) or ORIGIN
-        deleted = parse_cursor(info.get("max-deleted-entry-id"))
-        return end, deleted if deleted is not None and deleted > ORIGIN else None
+        first = info.get("first-entry")
+        if not first:
+            return end, end
+        covered_from = parse_cursor(first[1].get(b"p", b"")) or ORIGIN
+        return end, covered_from
 
     async def store_cursor(self, user_id: str, device_id: str, cursor: str) -> None:
         await self._store_cursor(keys=[user_cursors(user_id)], args=[device_id, cursor])

@@ -1,0 +1,1 @@
+"""Load benchmark, chaos runs and the promise checker that judges their logs."""
