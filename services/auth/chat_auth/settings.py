@@ -1,0 +1,81 @@
+"""Auth service settings (on top of the shared ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from chat_shared.settings import ChatSettings
+
+# OWASP's floor for argon2id: 19 MiB of memory, 2 passes, 1 lane.
+ARGON2_MIN_MEMORY_KIB = 19 * 1024
+ARGON2_MIN_TIME_COST = 2
+
+
+class AuthSettings(ChatSettings):
+    service_name: str = Field("auth", description="Name used in logs and metrics.")
+
+    access_token_ttl_seconds: int = Field(
+        15 * 60, ge=60, le=24 * 3600, description="Lifetime of access tokens."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        30 * 24 * 3600, ge=300, description="Lifetime of each refresh token (rotated on use)."
+    )
+    signing_keys_dir: Path | None = Field(
+        None,
+        description=(
+            "Folder of PEM private signing keys (EC P-256 or RSA). The newest by file name "
+            "signs; all are published in the JWKS. Empty: `<data_dir>/keys`."
+        ),
+    )
+    signing_keys_generate: bool = Field(
+        True,
+        description=(
+            "Generate and keep a key (mode 0600) when the key folder has none. Turn off "
+            "where keys come from a mounted secret, so a missing secret fails loudly."
+        ),
+    )
+    argon2_time_cost: int = Field(
+        3, ge=ARGON2_MIN_TIME_COST, le=64, description="argon2id passes (t)."
+    )
+    argon2_memory_kib: int = Field(
+        64 * 1024,
+        ge=ARGON2_MIN_MEMORY_KIB,
+        le=4 * 1024 * 1024,
+        description="argon2id memory per hash in KiB (m).",
+    )
+    argon2_parallelism: int = Field(1, ge=1, le=64, description="argon2id lanes (p).")
+    max_concurrent_hashes: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Password hashes computed at once; more wait (memory is m KiB each).",
+    )
+    hash_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a hashing slot before answering 503 (overload).",
+    )
+    login_failures_per_account: int = Field(
+        10, ge=1, description="Failed logins allowed per account within the window."
+    )
+    login_failures_per_address: int = Field(
+        50, ge=1, description="Failed logins allowed per client address within the window."
+    )
+    login_failure_window_seconds: int = Field(
+        15 * 60,
+        ge=1,
+        description="Window of the login failure counters; a lock-out ends with it.",
+    )
+    signups_per_address: int = Field(
+        20, ge=1, description="Sign-ups allowed per client address within the window."
+    )
+    signup_window_seconds: int = Field(3600, ge=1, description="Window of the sign-up counter.")
+    refresh_purge_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often expired refresh tokens are purged (SQLite)."
+    )
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.signing_keys_dir or self.data_dir / "keys"
