@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 DEFAULT_SECRETS_DIR = "/run/secrets/chat"
+
+
+def _split_list(value: object) -> object:
+    """Lists come as JSON (``["a","b"]``) or comma-separated (``a,b``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
 class ChatSettings(BaseSettings):
@@ -49,7 +64,7 @@ class ChatSettings(BaseSettings):
     store: Literal["sqlite", "cassandra"] = Field(
         "sqlite", description="Event store engine: embedded SQLite or Cassandra/ScyllaDB."
     )
-    cassandra_hosts: list[str] = Field(
+    cassandra_hosts: StrList = Field(
         default_factory=list,
         description="Cassandra/ScyllaDB contact points (comma separated or a JSON list).",
     )
@@ -77,7 +92,7 @@ class ChatSettings(BaseSettings):
         30.0, description="At most one JWKS refetch per this interval for an unknown `kid`."
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
-    cors_origins: list[str] = Field(
+    cors_origins: StrList = Field(
         default_factory=list,
         description="Browser origins allowed by CORS and the WebSocket Origin check.",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from chat_shared.settings import ChatSettings
+from chat_shared.settings import ChatSettings, StrList
 
 
 class GatewaySettings(ChatSettings):
@@ -46,7 +46,7 @@ class GatewaySettings(ChatSettings):
     max_connections_per_ip: int = Field(
         1_000, ge=1, description="Concurrent sockets allowed per client address."
     )
-    allowed_origins: list[str] = Field(
+    allowed_origins: StrList = Field(
         default_factory=list,
         description=(
             "Origins browsers may open the WebSocket from, besides the gateway's own. "
