@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
-PACKAGES := -e shared -e services/auth -e services/history -e services/chat-gateway
+PACKAGES := -e shared -e services/auth -e services/history -e services/chat-gateway -e clients/python
 PYTEST_ARGS ?=
 
 .PHONY: help install run test lint fmt lock bench chaos k8s-check clean
@@ -23,7 +23,7 @@ help:
 $(UV):
 	python3 -m pip install --quiet --user uv
 
-$(STAMP): requirements.lock shared/pyproject.toml services/*/pyproject.toml | $(UV)
+$(STAMP): requirements.lock shared/pyproject.toml services/*/pyproject.toml clients/python/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV)
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps $(PACKAGES)
@@ -41,7 +41,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared/chat_shared services/auth/chat_auth services/history/chat_history services/chat-gateway/chat_gateway
+	$(VENV)/bin/mypy shared/chat_shared services/auth/chat_auth services/history/chat_history services/chat-gateway/chat_gateway clients/python/chat_client bench
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -107,12 +107,21 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
+        auth = f"http://{self.host}:{self.ports['auth']}"
+        history = f"http://{self.host}:{self.ports['history']}"
+        gateway_port = self.ports["gateway"]
+        # The web client is served by the gateway and calls auth and history from the
+        # browser: allow the gateway's origins (CORS) and tell the client where they are.
+        web_origins = [f"http://{host}:{gateway_port}" for host in (self.host, "localhost")]
         return {
             "CHAT_DATA_DIR": str(self.data_dir),
             "CHAT_REDIS_URL": self.redis_url,
-            "CHAT_JWKS_URL": f"http://{self.host}:{self.ports['auth']}/.well-known/jwks.json",
-            "CHAT_HISTORY_URL": f"http://{self.host}:{self.ports['history']}",
-            "CHAT_AUTH_URL": f"http://{self.host}:{self.ports['auth']}",
+            "CHAT_JWKS_URL": f"{auth}/.well-known/jwks.json",
+            "CHAT_HISTORY_URL": history,
+            "CHAT_AUTH_URL": auth,
+            "CHAT_PUBLIC_AUTH_URL": auth,
+            "CHAT_PUBLIC_HISTORY_URL": history,
+            "CHAT_CORS_ORIGINS": ",".join(dict.fromkeys(web_origins)),
             **self.extra_env,
         }
 

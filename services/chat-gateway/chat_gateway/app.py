@@ -126,6 +126,17 @@ def create_app(
     async def asyncapi() -> dict[str, Any]:
         return document
 
+    client_config = {
+        "auth_url": settings.public_auth_url.rstrip("/"),
+        "history_url": settings.public_history_url.rstrip("/"),
+        "heartbeat_interval_ms": int(settings.heartbeat_interval * 1000),
+        "max_message_chars": settings.max_message_chars,
+    }
+
+    @app.get("/config.json", tags=["web client"], summary="Where the web client finds the APIs")
+    async def web_client_config() -> dict[str, Any]:
+        return client_config
+
     if STATIC_DIR.is_dir():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
     return app

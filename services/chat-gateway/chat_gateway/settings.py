@@ -16,6 +16,16 @@ class GatewaySettings(ChatSettings):
     history_url: str = Field(
         "http://127.0.0.1:8002", description="Base URL of the history service."
     )
+    public_auth_url: str = Field(
+        "",
+        description=(
+            "Auth base URL as browsers see it, for the web client (empty: same origin, "
+            "as behind one Ingress host)."
+        ),
+    )
+    public_history_url: str = Field(
+        "", description="History base URL as browsers see it (empty: same origin)."
+    )
     max_frame_bytes: int = Field(
         256 * 1024,
         description="Largest WebSocket frame; bigger frames close the socket with 1009.",
