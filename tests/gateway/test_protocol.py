@@ -125,6 +125,13 @@ def test_extra_fields_are_ignored_for_forward_compatibility() -> None:
     assert core().receive_text(send_frame(future="x"), NOW) == [Ingest("c1", "conv", "hi")]
 
 
+def test_malformed_frames_never_count_as_hammering() -> None:
+    session = core(max_refusals=5)
+    for _ in range(50):
+        assert error_code(session.receive_text("nope", NOW)) == "bad_frame"
+    assert not session.closed
+
+
 def test_binary_frames_are_refused_without_closing() -> None:
     session = core()
     assert error_code(session.receive_binary(NOW)) == "bad_frame"
@@ -183,7 +190,7 @@ def test_a_client_that_keeps_hammering_is_closed_after_a_bound() -> None:
         effects = session.receive_text(send_frame(client_id=f"k{i}"), NOW)
         if session.closed:
             break
-    assert Close(1008, "too many refused frames") in effects
+    assert Close(1008, "too many rate-limited frames") in effects
     assert session.receive_text(send_frame(), NOW) == []
 
 

@@ -253,7 +253,7 @@ def _close_codes() -> str:
         CLOSE_TOKEN_INVALID: "token missing, invalid, expired or revoked: log in again",
         CLOSE_HEARTBEAT_TIMEOUT: "no frame for the presence timeout",
         CLOSE_TOO_MANY_CONNECTIONS: "too many connections for this user or address",
-        CLOSE_ABUSE: "too many refused frames, or an invalid device_id",
+        CLOSE_ABUSE: "kept sending over the rate limit, or an invalid device_id",
         1009: "frame over the size limit",
         CLOSE_RESTARTING: "the gateway is restarting: reconnect (any gateway) with your cursor",
         CLOSE_SLOW_READER: "the client reads too slowly: reconnect with your cursor",

@@ -112,7 +112,8 @@ class SessionLimits:
     max_chars: int = 100_000
     heartbeat_interval: float = 5.0
     presence_timeout: float = 30.0
-    # Refused frames tolerated per window before the client counts as abusive.
+    # Rate-limited frames tolerated per window before the client counts as hammering
+    # (malformed frames are answered, never punished: they cost us one parse).
     max_refusals: int = 200
     refusal_window: float = 10.0
 
@@ -240,11 +241,13 @@ class SessionCore:
         retry_after_ms: int | None = None,
     ) -> list[Effect]:
         effects: list[Effect] = [Send(frames.error(code, detail, client_id, retry_after_ms))]
+        if code != "rate_limited":
+            return effects
         horizon = self.now - self.limits.refusal_window
         self.refusals = [t for t in self.refusals if t > horizon]
         self.refusals.append(self.now)
         if len(self.refusals) > self.limits.max_refusals:
-            effects += self._close(CLOSE_ABUSE, "too many refused frames")
+            effects += self._close(CLOSE_ABUSE, "too many rate-limited frames")
         return effects
 
     # Outcomes of effects -------------------------------------------------------------
