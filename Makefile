@@ -21,7 +21,7 @@ help:
 	@echo "make lock       re-resolve dependencies and export requirements.lock"
 
 $(UV):
-	python3 -m pip install --quiet --user uv
+	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --user uv
 
 $(STAMP): requirements.lock shared/pyproject.toml services/*/pyproject.toml clients/python/pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV)
