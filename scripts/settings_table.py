@@ -1,6 +1,7 @@
 """Print the README's configuration table from the settings classes.
 
-    python scripts/settings_table.py
+    python scripts/settings_table.py            # print it
+    python scripts/settings_table.py --write    # replace it in README.md
 
 Every CHAT_ variable, its default and what it does, with the services that read it.
 tests/test_readme.py fails when the README's table and the code disagree.
@@ -9,6 +10,7 @@ tests/test_readme.py fails when the README's table and the code disagree.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,5 +71,23 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def readme_table(text: str) -> str:
+    return text.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def write_readme() -> None:
+    text = README.read_text()
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    README.write_text(f"{before}{START}\n{markdown()}\n{END}{after}")
+
+
 if __name__ == "__main__":
-    print(markdown())
+    if "--write" in sys.argv:
+        write_readme()
+    else:
+        print(markdown())
