@@ -171,6 +171,15 @@ class Presence:
             )
         return result
 
+    async def remember_last_active(self, times: dict[str, str]) -> None:
+        """Cache durable last-activity times (from auth) where Redis has none."""
+        if not times:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, when in times.items():
+                pipe.hsetnx(user_presence(user_id), "last_active_at", when)
+            await pipe.execute()
+
     async def run(self) -> None:
         """Beat for this gateway, expire lingering sessions, clean up dead gateways."""
         while True:
