@@ -1,1 +1,1 @@
-
+"""History service: conversations, membership, durable message history."""

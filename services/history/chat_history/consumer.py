@@ -1,0 +1,215 @@
+"""Persistence: the ``history`` consumer group moves shard-stream entries into the store.
+
+Each batch is written in one idempotent call (a message's key is its conversation and
+seq, so a replay lands on the same rows) and acknowledged only after the write. A
+crash between the two replays the batch; it never loses one. Entries a dead consumer
+left pending are claimed after ``claim_idle_ms``. An entry that still cannot be stored
+after ``dead_letter_after`` deliveries moves to the dead-letter stream with its error
+and is acknowledged, so one poison entry cannot hold back its shard's retention.
+
+Runs inside every history process, or alone::
+
+    python -m chat_history.consumer      # settings from CHAT_* variables
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from chat_history.metrics import HistoryMetrics
+from chat_history.read_markers import ReadMarkerConsumer
+from chat_history.runtime import HistoryRuntime
+from chat_history.settings import HistorySettings
+from chat_history.streams import Entry, GroupWorker, unique_consumer_name
+from chat_shared.ingest import Ingest, IngestedMessage, message_from_entry
+from chat_shared.keys import DEAD_LETTER_STREAM, HISTORY_GROUP, shard_stream
+from chat_shared.logs import configure_logging
+from chat_shared.ports.history import HistoryStore
+from chat_shared.web.observability import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 500
+_MAX_REMEMBERED_ERRORS = 10_000
+
+
+def _describe(exc: BaseException) -> str:
+    # Exception texts of the parser and the store name fields, never message bodies.
+    return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+
+
+class HistoryConsumer:
+    def __init__(
+        self,
+        redis: Redis,
+        store: HistoryStore,
+        settings: HistorySettings,
+        metrics: HistoryMetrics,
+        *,
+        consumer_name: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.dead_letter_after = settings.dead_letter_after
+        self.worker = GroupWorker(
+            redis,
+            group=HISTORY_GROUP,
+            streams=[shard_stream(n) for n in range(settings.ingest_shards)],
+            consumer=consumer_name or settings.consumer_name or unique_consumer_name(),
+            handler=self.handle,
+            batch_size=settings.consumer_batch_size,
+            block_ms=settings.consumer_block_ms,
+            claim_idle_ms=settings.claim_idle_ms,
+            claim_interval_seconds=settings.claim_interval_seconds,
+        )
+        # The last failure seen per entry id, written into its dead-letter record.
+        self._errors: dict[str, str] = {}
+
+    @property
+    def name(self) -> str:
+        return self.worker.consumer
+
+    async def run(self) -> None:
+        # Groups exist on every shard before anything reads or trims them.
+        await Ingest(self.redis, shards=self.settings.ingest_shards).ensure_groups()
+        log.info("history consumer started", extra={"consumer": self.name})
+        await self.worker.run()
+
+    async def handle(self, entries: list[Entry]) -> None:
+        self.metrics.redelivered.inc(sum(1 for e in entries if e.deliveries > 1))
+        exhausted: list[Entry] = []
+        vanished: list[Entry] = []
+        parsed: list[tuple[Entry, IngestedMessage]] = []
+        for entry in entries:
+            if entry.deliveries > self.dead_letter_after:
+                exhausted.append(entry)
+            elif not entry.fields:
+                # Deleted while pending: nothing left to store.
+                vanished.append(entry)
+            else:
+                try:
+                    parsed.append((entry, message_from_entry(entry.fields)))
+                except Exception as exc:  # malformed: retried, then dead-lettered
+                    self._remember_error(entry.id, exc)
+        stored = await self._persist(parsed)
+        done = [entry for entry, _ in stored] + vanished
+        await self.worker.ack(done)
+        for entry in done:
+            self._errors.pop(entry.id, None)
+        if exhausted:
+            await self._dead_letter(exhausted)
+        self.metrics.persisted.inc(len(stored))
+        await self._mark_own_messages_read([message for _, message in stored])
+
+    async def _persist(
+        self, batch: Sequence[tuple[Entry, IngestedMessage]]
+    ) -> list[tuple[Entry, IngestedMessage]]:
+        """Store the batch; on failure store entry by entry to isolate the bad ones."""
+        if not batch:
+            return []
+        try:
+            await self.store.save_messages([message for _, message in batch])
+            return list(batch)
+        except Exception as exc:
+            log.warning(
+                "batch write failed; retrying one by one",
+                extra={"entries": len(batch), "error": type(exc).__name__},
+            )
+        stored: list[tuple[Entry, IngestedMessage]] = []
+        for entry, message in batch:
+            try:
+                await self.store.save_messages([message])
+                stored.append((entry, message))
+            except Exception as exc:
+                self._remember_error(entry.id, exc)
+        return stored
+
+    def _remember_error(self, entry_id: str, exc: BaseException) -> None:
+        if len(self._errors) >= _MAX_REMEMBERED_ERRORS:
+            # Entries another process finished leave stale records; start afresh.
+            self._errors.clear()
+        self._errors[entry_id] = _describe(exc)
+
+    async def _dead_letter(self, entries: Sequence[Entry]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                error = self._errors.pop(
+                    entry.id,
+                    f"not stored after {entry.deliveries - 1} deliveries",
+                )
+                record: dict[bytes | str, bytes | str | int] = {
+                    "_stream": entry.stream,
+                    "_id": entry.id,
+                    "_group": HISTORY_GROUP,
+                    "_deliveries": entry.deliveries - 1,
+                    "_error": error,
+                }
+                # The original fields travel along so an operator can replay the entry.
+                for key, value in entry.fields.items():
+                    record[b"f:" + key] = value
+                pipe.xadd(DEAD_LETTER_STREAM, record)
+                pipe.xack(entry.stream, HISTORY_GROUP, entry.id)
+                log.error(
+                    "entry moved to the dead-letter stream",
+                    extra={"stream": entry.stream, "entry_id": entry.id, "error": error},
+                )
+            await pipe.execute()
+        self.metrics.dead_lettered.inc(len(entries))
+
+    async def _mark_own_messages_read(self, messages: Sequence[IngestedMessage]) -> None:
+        # A sender has read what they sent: move their marker (forward only).
+        highest: dict[tuple[str, str], int] = {}
+        for m in messages:
+            key = (m.sender_id, m.conversation_id)
+            highest[key] = max(highest.get(key, 0), m.seq)
+        try:
+            for (sender, conversation), seq in highest.items():
+                await self.store.advance_read(sender, conversation, seq)
+        except Exception as exc:  # markers are a convenience; the messages are stored
+            log.warning(
+                "could not advance senders' read markers", extra={"error": type(exc).__name__}
+            )
+
+
+def start_consumers(runtime: HistoryRuntime) -> HistoryConsumer:
+    """Both consumers of this process, run by the runtime until it closes."""
+    consumer = HistoryConsumer(runtime.redis, runtime.store, runtime.settings, runtime.metrics)
+    reads = ReadMarkerConsumer(runtime, runtime.metrics, consumer_name=consumer.name)
+    runtime.start("history-consumer", consumer.run(), worker=consumer.worker)
+    runtime.start("read-marker-consumer", reads.run(), worker=reads.worker)
+    return consumer
+
+
+async def run_standalone(settings: HistorySettings) -> None:
+    """The consumers without the API, until SIGTERM or SIGINT."""
+    runtime = await HistoryRuntime.open(
+        settings, HistoryMetrics(ServiceMetrics(settings.service_name))
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    start_consumers(runtime)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.close()
+
+
+def main() -> int:
+    settings = HistorySettings()
+    configure_logging(f"{settings.service_name}-consumer", settings.log_level)
+    asyncio.run(run_standalone(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""The history store on Cassandra/ScyllaDB (scylla-driver, prepared statements).
+
+Writes are idempotent upserts, so a replayed batch or a retried request lands on the
+same rows. Two things need more than an upsert:
+
+- one direct conversation per pair: the pair row is claimed with a lightweight
+  transaction (``IF NOT EXISTS``), the only place where two writers truly compete;
+- values that may only grow (a conversation's highest seq, a read marker, the
+  ``updated_ms`` of a conversation) are written ``USING TIMESTAMP`` derived from the
+  value itself (the seq; the time in microseconds). Cassandra keeps the cell with
+  the highest write timestamp, so the largest value wins whatever order concurrent
+  writes arrive in, without a read or a Paxos round. These cells are never deleted,
+  so no tombstone can shadow them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from chat_shared.ingest import IngestedMessage
+from chat_shared.membership import MembershipRecord
+from chat_shared.ports.history import (
+    Conversation,
+    ConversationKind,
+    Member,
+    Role,
+    bucket_of,
+)
+from chat_shared.settings import ChatSettings
+from chat_shared.store.cassandra import CassandraStore
+
+T = TypeVar("T")
+
+# Statements in flight at once for one call (a batch of messages, a listing).
+_CONCURRENCY = 64
+
+_MESSAGES_BETWEEN = (
+    "SELECT conversation_id, seq, id, sender_id, body, client_id, created_ms FROM messages"
+    " WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?"
+)
+_MESSAGE_AT = (
+    "SELECT conversation_id, seq, id, sender_id, body, client_id, created_ms FROM messages"
+    " WHERE conversation_id = ? AND bucket = ? AND seq = ?"
+)
+
+
+def _conversation(row: dict[str, Any]) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        kind=cast(ConversationKind, row["kind"]),
+        name=row["name"],
+        created_at_ms=int(row["created_ms"]),
+        updated_at_ms=int(row["updated_ms"]),
+    )
+
+
+def _member(row: dict[str, Any]) -> Member:
+    return Member(
+        user_id=row["user_id"], role=cast(Role, row["role"]), joined_at_ms=int(row["joined_ms"])
+    )
+
+
+def _message(row: dict[str, Any]) -> IngestedMessage:
+    return IngestedMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=int(row["seq"]),
+        sender_id=row["sender_id"],
+        body=row["body"],
+        client_id=row["client_id"],
+        created_at_ms=int(row["created_ms"]),
+    )
+
+
+async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
+    limit = asyncio.Semaphore(_CONCURRENCY)
+
+    async def run(call: Awaitable[T]) -> T:
+        async with limit:
+            return await call
+
+    return list(await asyncio.gather(*(run(c) for c in calls)))
+
+
+class CassandraHistoryStore:
+    def __init__(self, store: CassandraStore, *, bucket_size: int) -> None:
+        self.store = store
+        self.bucket_size = bucket_size
+
+    @classmethod
+    async def connect(cls, settings: ChatSettings, *, bucket_size: int) -> CassandraHistoryStore:
+        store = await asyncio.to_thread(
+            CassandraStore.connect, settings, keyspace=settings.cassandra_keyspace
+        )
+        return cls(store, bucket_size=bucket_size)
+
+    async def _run(self, cql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return await self.store.execute(cql, params)
+
+    # Conversations -----------------------------------------------------------------
+
+    async def create_conversation(
+        self, conversation: Conversation, members: Sequence[Member]
+    ) -> None:
+        # Members first, the conversation row last: a reader that finds the row finds
+        # its members; a crash in between is repaired by the caller's retry.
+        await self._write_members(conversation.id, members)
+        await self._run(
+            "INSERT INTO conversations (id, kind, name, created_ms, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+            (
+                conversation.id,
+                conversation.kind,
+                conversation.name,
+                conversation.created_at_ms,
+                conversation.updated_at_ms,
+                # Same clock as _touch: updated_ms keeps the latest activity.
+                conversation.updated_at_ms * 1000,
+            ),
+        )
+
+    async def _write_members(self, conversation_id: str, members: Sequence[Member]) -> None:
+        await _bounded(
+            self._run(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_ms)"
+                " VALUES (?, ?, ?, ?)",
+                (conversation_id, m.user_id, m.role, m.joined_at_ms),
+            )
+            for m in members
+        )
+        await _bounded(
+            self._run(
+                "INSERT INTO user_conversations (user_id, conversation_id, joined_ms)"
+                " VALUES (?, ?, ?)",
+                (m.user_id, conversation_id, m.joined_at_ms),
+            )
+            for m in members
+        )
+
+    async def claim_direct_pair(self, pair_key: str, conversation_id: str) -> str:
+        rows = await self._run(
+            "INSERT INTO direct_conversations (pair, conversation_id) VALUES (?, ?) IF NOT EXISTS",
+            (pair_key, conversation_id),
+        )
+        row = rows[0]
+        if row.get("[applied]"):
+            return conversation_id
+        return str(row["conversation_id"])
+
+    async def direct_conversation_id(self, pair_key: str) -> str | None:
+        rows = await self._run(
+            "SELECT conversation_id FROM direct_conversations WHERE pair = ?", (pair_key,)
+        )
+        return str(rows[0]["conversation_id"]) if rows else None
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        rows = await self._run(
+            "SELECT id, kind, name, created_ms, updated_ms FROM conversations WHERE id = ?",
+            (conversation_id,),
+        )
+        # A row holding only updated_ms is a touch that raced a failed creation.
+        return _conversation(rows[0]) if rows and rows[0]["kind"] is not None else None
+
+    async def get_conversations(self, conversation_ids: Sequence[str]) -> list[Conversation]:
+        found = await _bounded(self.get_conversation(cid) for cid in conversation_ids)
+        return [c for c in found if c is not None]
+
+    async def members(self, conversation_id: str) -> list[Member]:
+        rows = await self._run(
+            "SELECT user_id, role, joined_ms FROM conversation_members WHERE conversation_id = ?",
+            (conversation_id,),
+        )
+        return sorted((_member(r) for r in rows), key=lambda m: (m.joined_at_ms, m.user_id))
+
+    async def members_of_many(self, conversation_ids: Sequence[str]) -> dict[str, list[Member]]:
+        found = await _bounded(self.members(cid) for cid in conversation_ids)
+        return {
+            cid: members for cid, members in zip(conversation_ids, found, strict=True) if members
+        }
+
+    async def add_members(
+        self, conversation_id: str, members: Sequence[Member], updated_at_ms: int
+    ) -> None:
+        await self._write_members(conversation_id, members)
+        await self._touch(conversation_id, updated_at_ms)
+
+    async def remove_member(self, conversation_id: str, user_id: str, updated_at_ms: int) -> None:
+        # The per-user index first: a crash in between leaves a member who does not
+        # list the conversation, never a listed conversation the user cannot open.
+        await self._run(
+            "DELETE FROM user_conversations WHERE user_id = ? AND conversation_id = ?",
+            (user_id, conversation_id),
+        )
+        await self._run(
+            "DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ?",
+            (conversation_id, user_id),
+        )
+        await self._touch(conversation_id, updated_at_ms)
+
+    async def _touch(self, conversation_id: str, updated_at_ms: int) -> None:
+        await self._run(
+            "UPDATE conversations USING TIMESTAMP ? SET updated_ms = ? WHERE id = ?",
+            (updated_at_ms * 1000, updated_at_ms, conversation_id),
+        )
+
+    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> None:
+        await self._run(
+            "UPDATE conversation_members SET role = ? WHERE conversation_id = ? AND user_id = ?",
+            (role, conversation_id, user_id),
+        )
+
+    async def conversation_ids_of(self, user_id: str) -> list[str]:
+        rows = await self._run(
+            "SELECT conversation_id FROM user_conversations WHERE user_id = ?", (user_id,)
+        )
+        return [str(r["conversation_id"]) for r in rows]
+
+    async def all_memberships(self) -> list[MembershipRecord]:
+        members: dict[str, set[str]] = defaultdict(set)
+        for row in await self._run("SELECT conversation_id, user_id FROM conversation_members"):
+            members[row["conversation_id"]].add(row["user_id"])
+        return [
+            MembershipRecord(row["id"], row["kind"], frozenset(members.get(row["id"], ())))
+            for row in await self._run("SELECT id, kind FROM conversations")
+            if row["kind"] is not None
+        ]
+
+    # Messages ----------------------------------------------------------------------
+
+    async def save_messages(self, messages: Sequence[IngestedMessage]) -> None:
+        if not messages:
+            return
+        await _bounded(
+            self._run(
+                "INSERT INTO messages (conversation_id, bucket, seq, id, sender_id, body,"
+                " client_id, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.conversation_id,
+                    bucket_of(m.seq, self.bucket_size),
+                    m.seq,
+                    m.id,
+                    m.sender_id,
+                    m.body,
+                    m.client_id,
+                    m.created_at_ms,
+                ),
+            )
+            for m in messages
+        )
+        # Only after the rows are stored: the highest seq must never point past them.
+        highest: dict[str, int] = {}
+        for m in messages:
+            highest[m.conversation_id] = max(highest.get(m.conversation_id, 0), m.seq)
+        await _bounded(
+            self._run(
+                "UPDATE conversation_progress USING TIMESTAMP ? SET last_seq = ?"
+                " WHERE conversation_id = ?",
+                (seq, seq, cid),
+            )
+            for cid, seq in highest.items()
+        )
+
+    async def last_seq(self, conversation_id: str) -> int:
+        rows = await self._run(
+            "SELECT last_seq FROM conversation_progress WHERE conversation_id = ?",
+            (conversation_id,),
+        )
+        return int(rows[0]["last_seq"]) if rows and rows[0]["last_seq"] is not None else 0
+
+    async def last_seqs(self, conversation_ids: Sequence[str]) -> dict[str, int]:
+        found = await _bounded(self.last_seq(cid) for cid in conversation_ids)
+        return dict(zip(conversation_ids, found, strict=True))
+
+    async def messages_between(
+        self, conversation_id: str, low_seq: int, high_seq: int
+    ) -> list[IngestedMessage]:
+        if high_seq < low_seq:
+            return []
+        out: list[IngestedMessage] = []
+        first = bucket_of(low_seq, self.bucket_size)
+        last = bucket_of(high_seq, self.bucket_size)
+        for bucket in range(first, last + 1):
+            rows = await self._run(
+                _MESSAGES_BETWEEN,
+                (conversation_id, bucket, low_seq, high_seq),
+            )
+            out.extend(_message(r) for r in rows)
+        out.sort(key=lambda m: m.seq)
+        return out
+
+    async def messages_at(self, wanted: Mapping[str, int]) -> dict[str, IngestedMessage]:
+        items = [(cid, seq) for cid, seq in wanted.items() if seq > 0]
+
+        async def one(cid: str, seq: int) -> list[dict[str, Any]]:
+            return await self._run(
+                _MESSAGE_AT,
+                (cid, bucket_of(seq, self.bucket_size), seq),
+            )
+
+        found = await _bounded(one(cid, seq) for cid, seq in items)
+        return {cid: _message(rows[0]) for (cid, _), rows in zip(items, found, strict=True) if rows}
+
+    # Read markers ------------------------------------------------------------------
+
+    async def advance_read(self, user_id: str, conversation_id: str, seq: int) -> None:
+        if seq <= 0:
+            return
+        await self._run(
+            "UPDATE read_state USING TIMESTAMP ? SET last_read_seq = ?"
+            " WHERE user_id = ? AND conversation_id = ?",
+            (seq, seq, user_id, conversation_id),
+        )
+
+    async def read_seq(self, user_id: str, conversation_id: str) -> int:
+        rows = await self._run(
+            "SELECT last_read_seq FROM read_state WHERE user_id = ? AND conversation_id = ?",
+            (user_id, conversation_id),
+        )
+        return int(rows[0]["last_read_seq"]) if rows else 0
+
+    async def read_seqs(self, user_id: str) -> dict[str, int]:
+        rows = await self._run(
+            "SELECT conversation_id, last_read_seq FROM read_state WHERE user_id = ?",
+            (user_id,),
+        )
+        return {str(r["conversation_id"]): int(r["last_read_seq"]) for r in rows}
+
+    # Lifecycle ---------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)
