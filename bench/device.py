@@ -163,7 +163,6 @@ class Device:
             self.stats.sessions += 1
             self.log(SessionRecord(self.user_id, self.device_id, self._session, self.cursor))
             self._ws = ws
-            self.connected.set()
             for pending in list(self.pending.values()):
                 await self._transmit(pending)
             pinger = asyncio.create_task(self._ping(ws))
@@ -241,7 +240,9 @@ class Device:
             self.cursor = frame.get("cursor") or self.cursor
             await self.fill("resync")
         elif kind == "hello":
+            # Registered from here on: everything sent after this reaches the device.
             self.cursor = frame.get("cursor") or self.cursor
+            self.connected.set()
         elif kind == "error" and frame.get("client_id") in self.pending:
             if frame.get("code") in ("rate_limited", "unavailable"):
                 pending = self.pending[frame["client_id"]]

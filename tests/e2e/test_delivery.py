@@ -8,6 +8,7 @@ import asyncio
 import httpx2
 import pytest
 
+from bench.checker import format_report
 from bench.device import Device
 from bench.logs import Record
 from tests.support.stack import RunningStack, User, run_devices, stop_devices, verify_promises
@@ -60,7 +61,7 @@ async def test_direct_chat_across_gateways(two_gateways: RunningStack) -> None:
     )
     report = await verify_promises(two_gateways, records, devices, {direct: [alice, bob]})
     await stop_devices(tasks, stop)
-    assert report["ok"], report
+    assert report["ok"], format_report(report)
     assert report["totals"]["history_messages"] == 100
     assert report["totals"]["complete_devices"] == 4
 
@@ -82,7 +83,7 @@ async def test_group_of_twenty_every_device_gets_everything(two_gateways: Runnin
     )
     report = await verify_promises(two_gateways, records, devices, {group: users})
     await stop_devices(tasks, stop)
-    assert report["ok"], report
+    assert report["ok"], format_report(report)
     assert report["totals"]["history_messages"] == 200
     assert report["totals"]["delivered"] == 200 * len(devices)
 

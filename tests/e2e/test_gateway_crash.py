@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.checker import format_report
 from bench.device import Device
 from bench.logs import Record
 from tests.support.stack import run_devices, start_stack, stop_devices, verify_promises
@@ -73,7 +74,7 @@ async def test_kill_9_a_gateway_under_load_loses_nothing(tmp_path: Path) -> None
         await asyncio.gather(chaos(), *(sender(d) for d in devices))
         report = await verify_promises(running, records, devices, groups, drain_seconds=120)
         await stop_devices(tasks, stop)
-        assert report["ok"], report
+        assert report["ok"], format_report(report)
         assert report["totals"]["acked"] >= MESSAGES
         assert report["totals"]["history_messages"] == MESSAGES
         reconnected = sum(1 for d in devices if d.stats.sessions > 1)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.checker import format_report
 from bench.device import Device
 from bench.logs import Record
 from tests.support.stack import run_devices, start_stack, stop_devices, verify_promises
@@ -65,7 +66,7 @@ async def test_offline_devices_catch_up_by_cursor_or_resync(tmp_path: Path) -> N
             running, records, [sender, bob_phone, carol_phone], {chat: [alice, bob, carol]}
         )
         await stop_devices(tasks, stop)
-        assert report["ok"], report
+        assert report["ok"], format_report(report)
         assert report["totals"]["history_messages"] == 1001
         assert report["totals"]["resyncs"] >= 1, "carol's cursor had fallen out of her inbox"
         assert bob_phone.stats.sessions == 2

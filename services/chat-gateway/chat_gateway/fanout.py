@@ -112,7 +112,9 @@ class Fanout:
         now_ms = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(GATEWAYS_ZSET, {self.gateway_id: now_ms})
-            pipe.zcount(GATEWAYS_ZSET, now_ms - 3 * self.lease_ms, "+inf")
+            # Gateways beat every third of a lease: one silent for a lease and a beat is
+            # gone, and its expired leases are shared out among the survivors.
+            pipe.zcount(GATEWAYS_ZSET, now_ms - self.lease_ms * 4 // 3, "+inf")
             _, live = await pipe.execute()
         target = math.ceil(self.shards / max(1, int(live)))
 

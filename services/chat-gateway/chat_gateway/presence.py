@@ -205,19 +205,23 @@ class Presence:
                 await self._clean_dead_gateway(dead, int(score))
 
     async def _clean_dead_gateway(self, gateway_id: str, last_beat_ms: int) -> None:
-        # Lingering sessions of a gateway that stopped gracefully end here too.
-        if not await self.redis.set(
-            gateway_cleanup_lock(gateway_id), self.gateway_id, nx=True, ex=30
-        ):
+        # Lingering sessions of a gateway that stopped gracefully end here too. The lock
+        # keeps two survivors from announcing the same departures twice.
+        lock = gateway_cleanup_lock(gateway_id)
+        if not await self.redis.set(lock, self.gateway_id, nx=True, ex=30):
             return
-        log.info("removing sessions of a dead gateway", extra={"dead_gateway": gateway_id})
-        for member in await self.redis.smembers(gateway_sessions(gateway_id)):
-            user_id, _, session_id = member.decode().partition(" ")
-            await self.remove(user_id, session_id, last_beat_ms, gateway_id=gateway_id)
-        await self.redis.delete(gateway_sessions(gateway_id), gateway_deliveries(gateway_id))
-        await self.redis.zrem(PRESENCE_GATEWAYS_ZSET, gateway_id)
+        try:
+            log.info("removing sessions of a dead gateway", extra={"dead_gateway": gateway_id})
+            for member in await self.redis.smembers(gateway_sessions(gateway_id)):
+                user_id, _, session_id = member.decode().partition(" ")
+                await self.remove(user_id, session_id, last_beat_ms, gateway_id=gateway_id)
+            # Each removal took its own member out of the set: a restarted gateway with
+            # the same id may already be adding new ones.
+            await self.redis.delete(gateway_deliveries(gateway_id))
+            await self.redis.zrem(PRESENCE_GATEWAYS_ZSET, gateway_id)
+        finally:
+            await self.redis.delete(lock)
 
     async def clean_previous_incarnation(self) -> None:
         """Sessions a previous process with our id left behind (a crash and restart)."""
-        await self.redis.delete(gateway_cleanup_lock(self.gateway_id))
         await self._clean_dead_gateway(self.gateway_id, int(time.time() * 1000))

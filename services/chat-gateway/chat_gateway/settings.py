@@ -49,7 +49,7 @@ class GatewaySettings(ChatSettings):
         5.0, gt=0, description="Heartbeat period announced to clients in `hello`."
     )
     fanout_lease_seconds: float = Field(
-        5.0, gt=0, description="Shard lease lifetime; a dead gateway's shards move after it."
+        3.0, gt=0, description="Shard lease lifetime; a dead gateway's shards move after it."
     )
     send_rate: float = Field(20.0, gt=0, description="Sends per second allowed per user.")
     send_burst: int = Field(40, ge=1, description="Burst of sends allowed per user.")
