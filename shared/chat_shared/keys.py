@@ -50,6 +50,14 @@ def members_key(conversation_id: str, shards: int) -> str:
 
 
 MEMBERS_SENTINEL = "*"
+MEMBERS_TICKET_COUNTER = "chat:members:ticket"
+
+
+def members_ticket_key(conversation_id: str, shards: int) -> str:
+    """The ticket a cached members set was written with (same slot as the set): an
+    older write never replaces a newer one (see ``chat_shared.membership``)."""
+    shard = ingest_shard_for(conversation_id, shards)
+    return f"chat:{{s{shard}}}:members-ticket:{conversation_id}"
 
 
 def members_loaded_key() -> str:

@@ -28,21 +28,13 @@ from redis.asyncio import Redis
 
 from chat_shared.keys import (
     MEMBERS_SENTINEL,
+    MEMBERS_TICKET_COUNTER,
     conversation_kind_key,
-    ingest_shard_for,
     members_key,
     members_loaded_key,
+    members_ticket_key,
     user_conversations,
 )
-
-TICKET_COUNTER_KEY = "chat:members:ticket"
-
-
-def members_ticket_key(conversation_id: str, shards: int) -> str:
-    """The ticket the cached members set was written with (same slot as the set)."""
-    shard = ingest_shard_for(conversation_id, shards)
-    return f"chat:{{s{shard}}}:members-ticket:{conversation_id}"
-
 
 # KEYS[1]: counter.  Returns max(now in µs, last + 1) and stores it.
 TICKET_LUA = """
@@ -128,7 +120,7 @@ class MembershipCache:
 
     async def ticket(self) -> int:
         """Take a ticket. Take it *before* reading the state you are about to write."""
-        return int(await self._ticket_script(keys=[TICKET_COUNTER_KEY]))
+        return int(await self._ticket_script(keys=[MEMBERS_TICKET_COUNTER]))
 
     async def replace(
         self,
