@@ -153,6 +153,7 @@ export class Chat {
       this.store.changed("open", "list");
       return;
     }
+    this.markRead(conversation); // the list already knows its last seq
     try {
       if (!conversation.loaded) await this.loadLatest(conversation);
       else await this.fillAfter(conversation);
