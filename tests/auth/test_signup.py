@@ -23,12 +23,13 @@ async def test_signup_returns_the_new_account(api: Any) -> None:
     )
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "username", "email", "display_name", "created_at"}
+    assert set(body) == {"id", "username", "email", "display_name", "created_at", "last_active_at"}
     assert is_id(body["id"])
     assert body["username"] == "alice"  # folded: usernames are case-insensitive
     assert body["email"] == "Alice@Example.com"
     assert body["display_name"] == "Alice A."
     assert body["created_at"].endswith("Z")
+    assert body["last_active_at"] is None  # never offline yet
 
 
 async def test_display_name_defaults_to_the_username(api: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,6 +91,14 @@ async def test_created_users_read_back_identically(store: AuthStore) -> None:
     assert await store.find_by_email(user.email.lower()) == user
     assert await store.get_user(new_id()) is None
     assert await store.find_by_username("nobody-" + secrets.token_hex(4)) is None
+
+
+async def test_times_keep_their_milliseconds(store: AuthStore) -> None:
+    # A float timestamp turns this one into ...24.790.
+    moment = datetime(2004, 3, 23, 15, 57, 24, 791000, tzinfo=UTC)
+    user = make_user(created_at=moment, last_active_at=moment)
+    await store.create_user(user)
+    assert await store.get_user(user.id) == user
 
 
 async def test_usernames_and_emails_are_unique(store: AuthStore) -> None:
@@ -175,6 +184,49 @@ async def test_delete_frees_username_and_email(store: AuthStore) -> None:
     assert await store.search_usernames(user.username, 5) == []
     assert await store.delete_user(user.id) is None
     await store.create_user(make_user(username=user.username, email=user.email))
+
+
+async def test_last_active_only_moves_forward(store: AuthStore) -> None:
+    user, bystander = make_user(), make_user()
+    for account in (user, bystander):
+        await store.create_user(account)
+    earlier, later = now() - timedelta(minutes=5), now()
+
+    await store.record_last_active([(user.id, earlier)])
+    first = await store.get_user(user.id)
+    assert first is not None
+    assert first.last_active_at == earlier
+
+    # In one batch the latest time of a user counts, whatever the order.
+    await store.record_last_active([(user.id, later), (user.id, earlier)])
+    await store.record_last_active([(user.id, earlier)])
+    moved = await store.get_user(user.id)
+    assert moved is not None
+    assert moved.last_active_at == later
+    assert moved == replace(user, last_active_at=later)  # nothing else changed
+
+    # Every way of reading an account carries the time.
+    assert [u.last_active_at for u in await store.get_users([user.id])] == [later]
+    assert await store.find_by_username(user.username) == moved
+    assert await store.search_usernames(user.username, 1) == [moved]
+    untouched = await store.get_user(bystander.id)
+    assert untouched is not None
+    assert untouched.last_active_at is None
+
+
+async def test_last_active_of_unknown_or_deleted_users_is_ignored(store: AuthStore) -> None:
+    gone, kept = make_user(), make_user()
+    for account in (gone, kept):
+        await store.create_user(account)
+    await store.delete_user(gone.id)
+    await store.record_last_active([])
+    await store.record_last_active([(gone.id, now()), (new_id(), now()), (kept.id, now())])
+    # No account comes back to life (Cassandra updates are upserts) and the rest apply.
+    assert await store.get_user(gone.id) is None
+    assert await store.get_users([gone.id]) == []
+    survivor = await store.get_user(kept.id)
+    assert survivor is not None
+    assert survivor.last_active_at is not None
 
 
 async def test_refresh_tokens_round_trip(store: AuthStore) -> None:

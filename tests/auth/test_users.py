@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 PASSWORD = "correct horse battery"
-PUBLIC_FIELDS = {"id", "username", "display_name", "created_at"}
+PUBLIC_FIELDS = {"id", "username", "display_name", "created_at", "last_active_at"}
 
 
 async def test_me_needs_a_token(api: Any) -> None:

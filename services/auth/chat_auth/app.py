@@ -15,6 +15,7 @@ from chat_auth.access import AccessTokens
 from chat_auth.accounts import Accounts
 from chat_auth.api import build_router
 from chat_auth.keyring import Keyring
+from chat_auth.last_active import LastActiveConsumer
 from chat_auth.passwords import Passwords
 from chat_auth.refresh import RefreshTokens, utc_now
 from chat_auth.sessions import Sessions
@@ -56,6 +57,11 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     deps = _Dependencies()
     metrics = ServiceMetrics(settings.service_name)
     logins = metrics.counter("chat_auth_logins_total", "Sign-in attempts by outcome.", ("outcome",))
+    last_active_entries = metrics.counter(
+        "chat_auth_last_active_entries_total",
+        "Presence stream entries by outcome (recorded, skipped as malformed).",
+        ("outcome",),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -66,6 +72,14 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         store = await open_auth_store(settings)
         deps.redis, deps.store = redis, store
         purger: asyncio.Task[None] | None = None
+        last_active = LastActiveConsumer(
+            redis,
+            store,
+            batch_size=settings.last_active_batch_size,
+            claim_idle_seconds=settings.last_active_claim_idle_seconds,
+            entries_total=last_active_entries,
+        )
+        last_active_task: asyncio.Task[None] | None = None
         try:
             passwords = Passwords.from_settings(settings)
             await passwords.prepare()
@@ -84,6 +98,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             purger = asyncio.create_task(
                 _purge_refresh_tokens(store, settings.refresh_purge_interval_seconds)
             )
+            last_active_task = asyncio.create_task(last_active.run())
             yield {
                 # The auth service verifies its own tokens with its own public keys.
                 "token_verifier": token_verifier(
@@ -106,10 +121,13 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 ),
             }
         finally:
-            if purger is not None:
-                purger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purger
+            for task in (purger, last_active_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if last_active_task is not None:
+                await last_active.retire()
             deps.redis = deps.store = None
             await store.close()
             await redis.aclose()

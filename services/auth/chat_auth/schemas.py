@@ -128,6 +128,12 @@ class PublicUser(BaseModel):
     username: str
     display_name: str
     created_at: datetime
+    last_active_at: datetime | None = Field(
+        description=(
+            "When the user was last online: their last device went offline then (UTC). "
+            "Null until that first happens."
+        )
+    )
 
     @classmethod
     def of(cls, user: UserRecord) -> PublicUser:
@@ -136,6 +142,7 @@ class PublicUser(BaseModel):
             username=user.username,
             display_name=user.display_name,
             created_at=user.created_at,
+            last_active_at=user.last_active_at,
         )
 
 
@@ -149,6 +156,7 @@ class OwnUser(PublicUser):
             username=user.username,
             display_name=user.display_name,
             created_at=user.created_at,
+            last_active_at=user.last_active_at,
             email=user.email,
         )
 

@@ -75,6 +75,17 @@ class AuthSettings(ChatSettings):
     refresh_purge_interval_seconds: float = Field(
         3600.0, gt=0, description="How often expired refresh tokens are purged (SQLite)."
     )
+    last_active_batch_size: int = Field(
+        200, ge=1, le=10_000, description="Presence stream entries recorded per write."
+    )
+    last_active_claim_idle_seconds: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "How long a presence stream entry may sit unacknowledged with another auth "
+            "process (one that crashed) before this one takes it over."
+        ),
+    )
 
     @property
     def keys_dir(self) -> Path:

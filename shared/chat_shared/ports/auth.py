@@ -7,7 +7,8 @@ semantics, which the contract test suite checks engine by engine:
   (``username`` lower-cased, ``email_key`` the lower-cased email);
 - a refresh token is looked up by ``(family_id, token_hash)``; marking it used is
   atomic, so of two concurrent rotations exactly one wins;
-- revoking a family makes every token of it unusable.
+- revoking a family makes every token of it unusable;
+- ``last_active_at`` only ever moves forward: recording an older time is a no-op.
 
 Timestamps are timezone-aware UTC datetimes with millisecond precision (what both
 engines store).
@@ -46,6 +47,8 @@ class UserRecord:
     password_hash: str
     token_version: int
     created_at: datetime
+    # When the user was last seen online; None until the first offline is recorded.
+    last_active_at: datetime | None = None
 
     @property
     def email_key(self) -> str:
@@ -61,6 +64,15 @@ class RefreshTokenRecord:
     expires_at: datetime
     used: bool
     family_revoked: bool
+
+
+def latest_per_user(entries: Sequence[tuple[str, datetime]]) -> dict[str, datetime]:
+    """The latest time of each user among ``entries`` (what record_last_active keeps)."""
+    latest: dict[str, datetime] = {}
+    for user_id, moment in entries:
+        if user_id not in latest or moment > latest[user_id]:
+            latest[user_id] = moment
+    return latest
 
 
 class UserStore(Protocol):
@@ -105,6 +117,12 @@ class UserStore(Protocol):
     async def delete_user(self, user_id: str) -> UserRecord | None:
         """Remove the account and free its username and email. Returns what was
         removed, ``None`` if there was nothing."""
+        ...
+
+    async def record_last_active(self, entries: Sequence[tuple[str, datetime]]) -> None:
+        """Move each user's ``last_active_at`` forward to the given time, never back.
+        A user may appear more than once (the latest time counts); ids of accounts
+        that do not exist are ignored, and no account is created for them."""
         ...
 
 

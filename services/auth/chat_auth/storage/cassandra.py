@@ -5,7 +5,8 @@ claimed with lightweight transactions before the account row is written, and
 released (only by their owner: ``IF user_id = ?``) when a later step fails or the
 account goes away. A claim whose account row never appeared (a crash mid-signup) is
 reclaimed after ``STALE_CLAIM``. Refresh-token rows carry TTLs, so expired tokens
-disappear on their own.
+disappear on their own. ``last_active_at`` moves forward by compare-and-set, so
+concurrent writers never move it back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chat_shared.ports.auth import EmailTaken, RefreshTokenRecord, UsernameTaken, UserRecord
+from cassandra.query import UNSET_VALUE
+
+from chat_shared.ports.auth import (
+    EmailTaken,
+    RefreshTokenRecord,
+    UsernameTaken,
+    UserRecord,
+    latest_per_user,
+)
 from chat_shared.store.cassandra import CassandraStore
 
 STALE_CLAIM = timedelta(seconds=60)
@@ -27,11 +36,19 @@ _VERSION_RETRIES = 8
 
 _INSERT_USER = (
     "INSERT INTO users (id, username, email, display_name, password_hash, token_version,"
-    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+    " created_at, last_active_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
 )
 _USER_BY_ID = (
-    "SELECT id, username, email, display_name, password_hash, token_version, created_at"
-    " FROM users WHERE id = ?"
+    "SELECT id, username, email, display_name, password_hash, token_version, created_at,"
+    " last_active_at FROM users WHERE id = ?"
+)
+# created_at is set on every account row, so conditioning on it keeps these updates
+# from creating a row for an account that was deleted meanwhile.
+_SET_FIRST_LAST_ACTIVE = (
+    "UPDATE users SET last_active_at = ? WHERE id = ? IF created_at = ? AND last_active_at = null"
+)
+_MOVE_LAST_ACTIVE = (
+    "UPDATE users SET last_active_at = ? WHERE id = ? IF created_at = ? AND last_active_at = ?"
 )
 
 
@@ -49,6 +66,7 @@ def _user(row: dict[str, Any]) -> UserRecord:
         password_hash=row["password_hash"],
         token_version=int(row["token_version"] or 0),
         created_at=_utc(row["created_at"]),
+        last_active_at=None if row.get("last_active_at") is None else _utc(row["last_active_at"]),
     )
 
 
@@ -87,6 +105,8 @@ class CassandraAuthStore:
                     user.password_hash,
                     user.token_version,
                     user.created_at,
+                    # Unset rather than null: a null would write a tombstone per sign-up.
+                    UNSET_VALUE if user.last_active_at is None else user.last_active_at,
                 ),
             )
             await self.store.execute(
@@ -207,6 +227,48 @@ class CassandraAuthStore:
             "DELETE FROM refresh_families_by_user WHERE user_id = ?", (user_id,)
         )
         return current
+
+    async def record_last_active(self, entries: Sequence[tuple[str, datetime]]) -> None:
+        limit = asyncio.Semaphore(_LOOKUP_CONCURRENCY)
+
+        async def one(user_id: str, moment: datetime) -> None:
+            async with limit:
+                await self._move_last_active(user_id, moment)
+
+        await asyncio.gather(
+            *(one(user_id, moment) for user_id, moment in latest_per_user(entries).items())
+        )
+
+    async def _move_last_active(self, user_id: str, moment: datetime) -> None:
+        # Compare-and-set against the value seen, so two writers never move it back.
+        seen = await self._last_active_state(user_id)
+        for _ in range(_VERSION_RETRIES):
+            if seen.get("created_at") is None:
+                return  # no such account, or it was deleted meanwhile
+            current = seen.get("last_active_at")
+            if current is not None and _utc(current) >= moment:
+                return
+            if current is None:
+                rows = await self.store.execute(
+                    _SET_FIRST_LAST_ACTIVE, (moment, user_id, seen["created_at"])
+                )
+            else:
+                rows = await self.store.execute(
+                    _MOVE_LAST_ACTIVE, (moment, user_id, seen["created_at"], current)
+                )
+            if _applied(rows):
+                return
+            # A refused LWT answers with the current values of the columns it checked
+            # (nothing of them when the row is gone); read again if they are missing.
+            answer = rows[0] if rows else {}
+            seen = answer if "created_at" in answer else await self._last_active_state(user_id)
+        raise RuntimeError("last_active_at kept changing; gave up")
+
+    async def _last_active_state(self, user_id: str) -> dict[str, Any]:
+        rows = await self.store.execute(
+            "SELECT created_at, last_active_at FROM users WHERE id = ?", (user_id,)
+        )
+        return rows[0] if rows else {}
 
     # Refresh tokens
 

@@ -8,26 +8,36 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from chat_shared.ports.auth import EmailTaken, RefreshTokenRecord, UsernameTaken, UserRecord
+from chat_shared.ports.auth import (
+    EmailTaken,
+    RefreshTokenRecord,
+    UsernameTaken,
+    UserRecord,
+    latest_per_user,
+)
 from chat_shared.store.sqlite import SqliteDatabase
 
 _SELECT_USERS = (
-    "SELECT id, username, email, display_name, password_hash, token_version, created_at FROM users"
+    "SELECT id, username, email, display_name, password_hash, token_version, created_at,"
+    " last_active_at FROM users"
 )
 _USER_BY_ID = _SELECT_USERS + " WHERE id = ?"
 # SQLite caps bound parameters per statement; look ids up in chunks below it.
 _IN_CHUNK = 500
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
 
 
+# Integer arithmetic: through a float timestamp some times (e.g. early 2004) lose a ms.
 def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return (moment - EPOCH) // ONE_MS
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return EPOCH + ms * ONE_MS
 
 
 def _user(row: sqlite3.Row) -> UserRecord:
@@ -39,7 +49,12 @@ def _user(row: sqlite3.Row) -> UserRecord:
         password_hash=row["password_hash"],
         token_version=int(row["token_version"]),
         created_at=from_ms(int(row["created_at"])),
+        last_active_at=_optional_ms(row["last_active_at"]),
     )
+
+
+def _optional_ms(value: int | None) -> datetime | None:
+    return None if value is None else from_ms(int(value))
 
 
 class SqliteAuthStore:
@@ -67,7 +82,8 @@ class SqliteAuthStore:
                 raise EmailTaken
             conn.execute(
                 "INSERT INTO users (id, username, email, email_key, display_name,"
-                " password_hash, token_version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " password_hash, token_version, created_at, last_active_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     user.id,
                     user.username,
@@ -77,6 +93,7 @@ class SqliteAuthStore:
                     user.password_hash,
                     user.token_version,
                     to_ms(user.created_at),
+                    None if user.last_active_at is None else to_ms(user.last_active_at),
                 ),
             )
 
@@ -165,6 +182,22 @@ class SqliteAuthStore:
             return _user(row)
 
         return await self.db.write(delete)
+
+    async def record_last_active(self, entries: Sequence[tuple[str, datetime]]) -> None:
+        rows = [
+            (to_ms(moment), user_id, to_ms(moment))
+            for user_id, moment in latest_per_user(entries).items()
+        ]
+        if not rows:
+            return
+        # The condition keeps the time moving forward; an unknown id matches no row.
+        await self.db.write(
+            lambda conn: conn.executemany(
+                "UPDATE users SET last_active_at = ?"
+                " WHERE id = ? AND (last_active_at IS NULL OR last_active_at < ?)",
+                rows,
+            )
+        )
 
     # Refresh tokens
 
