@@ -25,6 +25,7 @@ from chat_auth.throttle import Throttle
 from chat_shared.ports.auth import AuthStore
 from chat_shared.redis import connect_redis
 from chat_shared.revocation import RedisRevocations
+from chat_shared.tasks import stop_if_cancelled
 from chat_shared.tokens import StaticKeySource
 from chat_shared.web.app import create_service_app, token_verifier
 from chat_shared.web.observability import CheckResult, ServiceMetrics
@@ -159,6 +160,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
 
 async def _purge_refresh_tokens(store: AuthStore, interval: float) -> None:
     while True:
+        stop_if_cancelled()
         try:
             removed = await store.purge_expired_refresh_tokens(utc_now())
             if removed:

@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chat_shared.ids import is_id
 from chat_shared.keys import LAST_ACTIVE_STREAM
 from chat_shared.ports.auth import UserStore
+from chat_shared.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _stop_if_cancelled() -> None:
-    # Python 3.11's asyncio.wait_for (redis-py wraps socket writes in it) can swallow a
-    # cancellation that lands as the write completes. The task still counts the
-    # request, so honour it here instead of blocking on the next read.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def _log_failure(exc: Exception) -> None:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         log.warning("last-active round failed", extra={"error": type(exc).__name__})
@@ -135,7 +127,7 @@ class LastActiveConsumer:
         own_pending_first = True
         next_claim = 0.0  # claim at once: a predecessor may have crashed mid-batch
         while True:
-            _stop_if_cancelled()
+            stop_if_cancelled()
             try:
                 if not group_ready:
                     await self.ensure_group()
@@ -172,7 +164,7 @@ class LastActiveConsumer:
     async def consume(self, from_id: str) -> int:
         """Read one batch (``"0"``: own pending entries; ``">"``: new ones), record it
         and acknowledge it. Returns how many entries the batch held."""
-        _stop_if_cancelled()
+        stop_if_cancelled()
         reply = await self.redis.xreadgroup(
             GROUP,
             self.consumer,

@@ -33,6 +33,7 @@ from chat_gateway.settings import GatewaySettings
 from chat_shared.ingest import Ingest
 from chat_shared.redis import connect_redis
 from chat_shared.revocation import REVOCATION_CHANNEL
+from chat_shared.tasks import stop_if_cancelled
 from chat_shared.tokens import KeySource
 from chat_shared.web.app import create_service_app, token_verifier
 from chat_shared.web.observability import CheckResult, ServiceMetrics
@@ -186,6 +187,7 @@ def build_runtime(
 async def _tick_sessions(runtime: GatewayRuntime) -> None:
     """One timer for every socket: heartbeat deadlines and token expiry."""
     while True:
+        stop_if_cancelled()
         await asyncio.sleep(0.5)
         now = time.time()
         for connection in runtime.sessions.all():
@@ -195,6 +197,7 @@ async def _tick_sessions(runtime: GatewayRuntime) -> None:
 async def _listen_for_revocations(runtime: GatewayRuntime) -> None:
     """Close the sockets of sessions whose tokens were revoked (password change...)."""
     while True:
+        stop_if_cancelled()
         pubsub = runtime.redis.pubsub()
         try:
             await pubsub.subscribe(REVOCATION_CHANNEL)

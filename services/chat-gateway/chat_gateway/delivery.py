@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chat_gateway import frames
 from chat_gateway.cursors import ORIGIN, parse_cursor
 from chat_shared.keys import gateway_deliveries, user_sessions
+from chat_shared.tasks import stop_if_cancelled
 
 if TYPE_CHECKING:
     from chat_gateway.connection import Connection
@@ -71,6 +72,7 @@ class DeliveryReader:
     async def run(self) -> None:
         last_id = "$"
         while True:
+            stop_if_cancelled()
             try:
                 reply = await self.redis.xread({self.stream: last_id}, count=1000, block=5000)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -43,6 +43,7 @@ from chat_shared.keys import (
     shard_lease,
     shard_stream,
 )
+from chat_shared.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Fanout:
         """Hold a fair share of the shard leases until stopped."""
         period = self.lease_ms / 3000
         while not self._stopping:
+            stop_if_cancelled()
             try:
                 await self._balance()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -177,6 +179,7 @@ class Fanout:
         # then new ones.
         next_id = "0"
         while self._holds(shard):
+            stop_if_cancelled()
             try:
                 reply = await self.redis.xreadgroup(
                     FANOUT_GROUP,

@@ -39,6 +39,7 @@ from chat_shared.keys import (
     user_presence,
     user_sessions,
 )
+from chat_shared.tasks import stop_if_cancelled
 
 if TYPE_CHECKING:
     from chat_gateway.connection import Connection
@@ -183,6 +184,7 @@ class Presence:
     async def run(self) -> None:
         """Beat for this gateway, expire lingering sessions, clean up dead gateways."""
         while True:
+            stop_if_cancelled()
             try:
                 await self._round()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -31,6 +31,7 @@ from chat_shared.membership import MembershipCache
 from chat_shared.ports.history import HistoryStore, UserDirectory
 from chat_shared.redis import connect_redis
 from chat_shared.retention import trim_shard_streams, trim_stream
+from chat_shared.tasks import stop_if_cancelled
 from chat_shared.web.observability import CheckResult
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class HistoryRuntime:
     async def maintain(self) -> None:
         """Until cancelled: heal the membership cache, trim streams, refresh gauges."""
         while True:
+            stop_if_cancelled()
             await self.maintain_once()
             await asyncio.sleep(self.settings.maintenance_interval_seconds)
 

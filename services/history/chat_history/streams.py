@@ -25,6 +25,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from chat_shared.tasks import stop_if_cancelled
+
 log = logging.getLogger(__name__)
 
 # Back-off after a failed round (Redis or store down): retry soon, without spinning.
@@ -93,6 +95,7 @@ class GroupWorker:
         await self.ensure_groups()
         next_claim = 0.0  # claim first: a restart picks up what its predecessor left
         while True:
+            stop_if_cancelled()
             try:
                 if time.monotonic() >= next_claim:
                     await self.claim_idle()
