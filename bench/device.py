@@ -144,7 +144,8 @@ class Device:
             try:
                 await self._session_loop(url, stop)
                 backoff = 0.05
-            except (OSError, InvalidHandshake, TimeoutError):
+            except (OSError, InvalidHandshake, TimeoutError, httpx2.HTTPError):
+                # Unreachable gateway, or history down during a resync fill: retry.
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
 

@@ -8,9 +8,9 @@ file named after the setting in the secrets directory (``CHAT_SECRETS_DIR``, def
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field

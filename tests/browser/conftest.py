@@ -41,7 +41,9 @@ class WebStack:
         return Rest(self.stack.services["auth"].url, self.stack.services["history"].url)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: sync Playwright keeps an event loop running in this thread
+# while it is open, which would break every asyncio test collected after these.
+@pytest.fixture(scope="module")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
     stack = Stack(
         data_dir=tmp_path_factory.mktemp("web-stack"),
@@ -55,7 +57,7 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
         stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

@@ -292,3 +292,26 @@ async def test_many_concurrent_senders_keep_one_order(
         assert [m["message"]["seq"] for m in received] == list(range(1, 201))
     for socket in sockets:
         await socket.close()
+
+
+async def test_a_cursor_acked_just_before_a_clean_close_is_kept(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members
+) -> None:
+    gateway = await start_gateway()
+    await members("c1", ["alice", "bob"])
+    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
+    await alice.start()
+    bob = await ChatSocket.open(gateway.ws_url, minter.token("bob"), device_id="bd")
+    await bob.start()
+    for i in range(3):
+        await alice.send(type="send", client_id=f"k{i}", conversation_id="c1", body=f"m{i}")
+    received = await bob.messages(3)
+    await bob.send(type="ack", cursor=received[1]["cursor"])
+    await bob.close()
+    bob = await ChatSocket.open(gateway.ws_url, minter.token("bob"), device_id="bd")
+    hello = await bob.start()
+    assert hello["cursor"] == received[1]["cursor"]
+    (replayed,) = await bob.messages(1)
+    assert replayed["message"]["seq"] == 3
+    await alice.close()
+    await bob.close()

@@ -110,11 +110,13 @@ async def test_presence_query_answers_for_contacts_only(
     await stranger.start()
     async with httpx2.AsyncClient(base_url=gateway.http_url) as http:
         headers = {"Authorization": f"Bearer {minter.token('alice')}"}
-        answer = await http.get("/v1/presence", params={"user_ids": "bob,stranger,nobody"},
-                                headers=headers)
+        answer = await http.get(
+            "/v1/presence", params={"user_ids": "bob,stranger,nobody"}, headers=headers
+        )
         assert answer.status_code == 200
-        assert answer.json() == {"presence": [
-            {"user_id": "bob", "status": "online", "last_active_at": None}]}
+        assert answer.json() == {
+            "presence": [{"user_id": "bob", "status": "online", "last_active_at": None}]
+        }
         too_many = ",".join(f"u{i}" for i in range(201))
         refused = await http.get("/v1/presence", params={"user_ids": too_many}, headers=headers)
         assert refused.status_code == 422
@@ -137,8 +139,7 @@ async def test_typing_reaches_online_members_only_and_is_not_stored(
         await socket.start()
     await alice.send(type="typing", conversation_id="g1", active=True)
     typing = await bob.expect("typing")
-    assert typing == {"type": "typing", "conversation_id": "g1", "user_id": "alice",
-                      "active": True}
+    assert typing == {"type": "typing", "conversation_id": "g1", "user_id": "alice", "active": True}
     assert await no_frame_of(outsider, "typing", 1.0)
     assert await no_frame_of(alice, "typing", 0.5), "the typer does not hear itself"
     keys = [k.decode() async for k in redis.scan_iter("*")]
@@ -162,8 +163,13 @@ async def test_read_receipts_reach_members_and_the_readers_other_devices(
         await alice.send(type="send", client_id=f"k{i}", conversation_id="g1", body="hi")
     await bob_phone.messages(3)
     await bob_phone.send(type="read", conversation_id="g1", seq=3)
-    expected = {"type": "receipt", "conversation_id": "g1", "user_id": "bob", "seq": 3,
-                "kind": "read"}
+    expected = {
+        "type": "receipt",
+        "conversation_id": "g1",
+        "user_id": "bob",
+        "seq": 3,
+        "kind": "read",
+    }
     assert await alice.expect("receipt") == expected
     assert await bob_laptop.expect("receipt") == expected
     entries = await redis.xrange(READ_MARKERS_STREAM)

@@ -294,3 +294,13 @@ def test_a_closed_session_ignores_everything() -> None:
     assert session.receive_text(send_frame(), NOW) == []
     assert session.deliver((99, 0), (0, 0), "m") == []
     assert session.tick(NOW + 10_000) == []
+
+
+def test_live_entries_before_start_are_held_until_the_first_page() -> None:
+    """A session is registered (and can receive) before its start cursor is known."""
+    session = SessionCore("u1", "d1", "s1", (0, 0), NOW + 900, now=NOW)
+    assert session.deliver((7, 0), (6, 0), "m7") == []
+    session.start_cursor = session.last_cursor = (6, 0)
+    _hello, fetch = session.start()
+    assert fetch == FetchInbox("6-0")
+    assert session.inbox_page([((7, 0), "m7")], complete=True) == [Send("m7")]

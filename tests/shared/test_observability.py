@@ -26,8 +26,12 @@ def small_app(degraded: bool = False, down: bool = False) -> FastAPI:
         return "degraded" if degraded else "ok"
 
     app = create_service_app(
-        ChatSettings(max_body_bytes=100), title="t", description="d", lifespan=lifespan,
-        metrics=ServiceMetrics("test"), checks={"dep": check},
+        ChatSettings(max_body_bytes=100),
+        title="t",
+        description="d",
+        lifespan=lifespan,
+        metrics=ServiceMetrics("test"),
+        checks={"dep": check},
     )
 
     @app.get("/items/{item_id}")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 REPLAY_PAGE = 500
 CLOSE_SEND_TIMEOUT = 5.0
+SHUTDOWN_DRAIN_SECONDS = 1.0
 
 
 class Connection:
@@ -173,9 +174,17 @@ class Connection:
             self._room.clear()
             await self._room.wait()
         count = max(1, min(REPLAY_PAGE, self.max_queue - len(self.queue)))
-        page = await self.runtime.inbox.page(self.user_id, start, count)
+        try:
+            page = await self.runtime.inbox.page(self.user_id, start, count)
+        except (RedisError, OSError) as exc:
+            # The core holds live entries until this page arrives; without it the session
+            # would stall. Close it instead: the client resumes by cursor.
+            log.warning("inbox read failed", extra={"error": type(exc).__name__})
+            self.close(CLOSE_SLOW_READER, "inbox unavailable; reconnect with your cursor")
+            return
         entries = [
-            (cursor, frames.message(format_cursor(cursor), payload)) for cursor, payload in page
+            (cursor, frames.message(format_cursor(cursor), payload.decode()))
+            for cursor, payload in page
         ]
         self.apply(self.core.inbox_page(entries, complete=len(page) < count))
 
@@ -272,6 +281,10 @@ class Connection:
         }.get(self.close_code or 0, "")
 
     async def shutdown(self) -> None:
+        # Let work already under way land (a cursor acked just before a clean close,
+        # a read marker, an ingest already sent to Redis), then cancel what is left.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_DRAIN_SECONDS)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -96,7 +96,7 @@ class DeliveryReader:
                 for connection in self.sessions.of(user_id):
                     connection.push_event(text)
             return
-        message_json = fields[b"m"]
+        message_json = fields[b"m"].decode()  # once per record, not per recipient
         for line in fields[b"r"].decode().split("\n"):
             user_id, cursor_text, prev_text = ([*line.split(" "), "", ""])[:3]
             targets = self.sessions.of(user_id)

@@ -230,35 +230,43 @@ class Fanout:
             await asyncio.sleep(0.5)
             return
 
-        appends: list[tuple[int, str]] = []
+        # One script call per member carries all of that member's messages in this
+        # batch (in stream order): far fewer calls than one per member and message.
         payloads: list[bytes] = []
+        entry_ids: list[str] = []
+        by_member: dict[str, list[int]] = defaultdict(list)
+        for index, (eid, message) in enumerate(messages):
+            payloads.append(orjson.dumps(message.public()))
+            entry_ids.append(eid.decode() if isinstance(eid, bytes) else str(eid))
+            for member in members[message.conversation_id]:
+                by_member[member].append(index)
         field_name = f"s{shard}"
         script = self.inbox.append_script
         async with self.redis.pipeline(transaction=False) as pipe:
-            for index, (eid, message) in enumerate(messages):
-                payload = orjson.dumps(message.public())
-                payloads.append(payload)
-                entry_id = eid.decode() if isinstance(eid, bytes) else str(eid)
-                for member in members[message.conversation_id]:
-                    appends.append((index, member))
-                    await script(
-                        keys=self.inbox.append_keys(member),
-                        args=[field_name, entry_id, payload, self.inbox.maxlen],
-                        client=pipe,
-                    )
-            results = await pipe.execute() if appends else []
+            for member, indexes in by_member.items():
+                args: list[Any] = [field_name, self.inbox.maxlen]
+                for index in indexes:
+                    args += [entry_ids[index], payloads[index]]
+                await script(keys=self.inbox.append_keys(member), args=args, client=pipe)
+            results = await pipe.execute() if by_member else []
 
         routes: dict[tuple[str, int], list[str]] = defaultdict(list)
-        for (index, member), result in zip(appends, results, strict=True):
-            cursor = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-            if not cursor:
-                continue
-            prev = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-            for gateway in {g.decode() if isinstance(g, bytes) else str(g) for g in result[2:]}:
-                routes[(gateway, index)].append(f"{member} {cursor} {prev}")
+        appends = 0
+        for (member, indexes), result in zip(by_member.items(), results, strict=True):
+            count = int(result[0])
+            gateways = {_text(g) for g in result[1 : 1 + count]}
+            pairs = result[1 + count :]
+            for position, index in enumerate(indexes):
+                cursor = _text(pairs[2 * position])
+                if not cursor:
+                    continue
+                appends += 1
+                prev = _text(pairs[2 * position + 1])
+                for gateway in gateways:
+                    routes[(gateway, index)].append(f"{member} {cursor} {prev}")
 
         async with self.redis.pipeline(transaction=False) as pipe:
-            for (gateway, index), recipients in routes.items():
+            for (gateway, index), recipients in sorted(routes.items(), key=lambda r: r[0][1]):
                 pipe.xadd(
                     gateway_deliveries(gateway),
                     {"m": payloads[index], "r": "\n".join(recipients)},
@@ -268,10 +276,10 @@ class Fanout:
             pipe.xack(stream, FANOUT_GROUP, *[eid for eid, _ in entries])
             await pipe.execute()
         self.stats.messages += len(messages)
-        self.stats.inbox_appends += len(appends)
+        self.stats.inbox_appends += appends
         self.stats.batches += 1
         if self.on_batch is not None:
-            self.on_batch(len(messages), len(appends))
+            self.on_batch(len(messages), appends)
 
     async def _members(self, conversations: list[str]) -> dict[str, list[str]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -284,3 +292,7 @@ class Fanout:
             if reply:
                 found[conversation] = sorted(m.decode() for m in reply if m != sentinel)
         return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -132,9 +132,9 @@ def sent(client_id: str, conversation_id: str, message_id: str, seq: int, create
     )
 
 
-def message(cursor: str, message_json: bytes) -> str:
+def message(cursor: str, message_json: str) -> str:
     # The message is stored pre-encoded in the inbox: splice it rather than re-encode.
-    return f'{{"type":"message","cursor":"{cursor}","message":{message_json.decode()}}}'
+    return f'{{"type":"message","cursor":"{cursor}","message":{message_json}}}'
 
 
 def error(

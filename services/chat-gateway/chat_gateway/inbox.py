@@ -22,9 +22,10 @@ from redis.exceptions import ResponseError
 from chat_gateway.cursors import ORIGIN, Cursor, format_cursor, parse_cursor
 from chat_shared.keys import user_cursors, user_inbox, user_inbox_state, user_sessions
 
-# KEYS: inbox, state, sessions.  ARGV: shard field, shard entry id, payload, maxlen.
-# Returns {cursor, prev, gateway...}; cursor is '' when the entry was applied before
-# and superseded (nothing to deliver).
+# KEYS: inbox, state, sessions.  ARGV: shard field, maxlen, then (shard entry id, payload)
+# pairs in stream order: every message of one fan-out batch for this member, one call.
+# Returns {gateway count, gateway..., cursor, prev, cursor, prev...}: one pair per
+# message; cursor is '' for an entry applied before and superseded since.
 INBOX_APPEND_LUA = """
 local function older(a, b)
   local ams, aseq = string.match(a, '(%d+)-(%d+)')
@@ -33,24 +34,39 @@ local function older(a, b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
 local mark = redis.call('HGET', KEYS[2], ARGV[1])
-local cursor, prev
+local mark_entry, mark_cursor, mark_prev
 if mark then
-  local entry, c, p = string.match(mark, '(%S+) (%S+) ?(%S*)')
-  if entry == ARGV[2] then
-    cursor, prev = c, p
-  elseif not older(entry, ARGV[2]) then
-    return {'', ''}
+  mark_entry, mark_cursor, mark_prev = string.match(mark, '(%S+) (%S+) ?(%S*)')
+end
+local last = redis.call('HGET', KEYS[2], 'last') or ''
+local pairs_out = {}
+local moved = false
+for i = 3, #ARGV, 2 do
+  local entry = ARGV[i]
+  local cursor, prev = '', ''
+  if mark_entry and entry == mark_entry then
+    cursor, prev = mark_cursor, mark_prev
+  elseif mark_entry and not older(mark_entry, entry) then
+    cursor, prev = '', ''
+  else
+    prev = last
+    cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[i + 1],
+                        'p', prev)
+    last = cursor
+    mark_entry, mark_cursor, mark_prev = entry, cursor, prev
+    moved = true
   end
+  pairs_out[#pairs_out + 1] = cursor
+  pairs_out[#pairs_out + 1] = prev
 end
-if not cursor then
-  prev = redis.call('HGET', KEYS[2], 'last') or ''
-  cursor = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3], 'p', prev)
-  redis.call('HSET', KEYS[2], 'last', cursor, ARGV[1], ARGV[2] .. ' ' .. cursor .. ' ' .. prev)
+if moved then
+  redis.call('HSET', KEYS[2], 'last', last,
+             ARGV[1], mark_entry .. ' ' .. mark_cursor .. ' ' .. mark_prev)
 end
-local result = {cursor, prev}
-for _, gateway in ipairs(redis.call('HVALS', KEYS[3])) do
-  table.insert(result, gateway)
-end
+local gateways = redis.call('HVALS', KEYS[3])
+local result = {#gateways}
+for _, gateway in ipairs(gateways) do result[#result + 1] = gateway end
+for _, value in ipairs(pairs_out) do result[#result + 1] = value end
 return result
 """
 

@@ -130,7 +130,9 @@ class SessionCore:
 
     def __post_init__(self) -> None:
         self.last_cursor: Cursor = self.start_cursor
-        self.fetching = False
+        # Until the first inbox page after ``start`` arrives, live entries are held:
+        # the session is registered (and receiving) before its start cursor is known.
+        self.fetching = True
         self.held: list[tuple[Cursor, Cursor, str]] = []
         self.last_heartbeat = self.now
         self.closed = False
