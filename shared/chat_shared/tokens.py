@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx2
-from jose import jwt
+from jose import jwk, jwt
 from jose.exceptions import JOSEError
 
 from chat_shared.errors import Unauthorized
@@ -117,6 +117,8 @@ class TokenVerifier:
         self.leeway_seconds = leeway_seconds
         self._clock = clock
         self._last_refresh = float("-inf")
+        # Building a key object from a JWK costs more than the signature check itself.
+        self._constructed: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
 
     async def verify(self, token: str | None) -> Principal:
         """Return the principal of a valid access token or raise :class:`TokenError`."""
@@ -138,7 +140,7 @@ class TokenVerifier:
         try:
             claims = jwt.decode(
                 token,
-                key,
+                self._key_object(kid, alg, key),
                 algorithms=[alg],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -172,6 +174,14 @@ class TokenVerifier:
             expires_at=int(claims["exp"]),
             token_version=version,
         )
+
+    def _key_object(self, kid: str, alg: str, key: dict[str, Any]) -> Any:
+        identity = (kid, alg, tuple(sorted((k, str(v)) for k, v in key.items())))
+        constructed = self._constructed.get(identity)
+        if constructed is None:
+            constructed = jwk.construct(key, alg)
+            self._constructed[identity] = constructed
+        return constructed
 
     async def _key_for(self, kid: str) -> dict[str, Any] | None:
         try:

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx2
 from fastapi import FastAPI
-from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from chat_gateway.api import router as api_router
@@ -41,6 +40,23 @@ from chat_shared.web.observability import CheckResult, ServiceMetrics
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+WEBSOCKET_PATH = "/v1/ws"
+
+
+class GatewayApp(FastAPI):
+    """Sends ``/v1/ws`` straight to the WebSocket endpoint. Through the middleware stack,
+    every frame a socket writes would pass each middleware's ``send`` wrapper; sockets
+    need none of them (no HTTP errors, no CORS, their own logging and metrics)."""
+
+    websocket_endpoint = WebSocketEndpoint()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
+            await self.websocket_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def default_gateway_id() -> str:
@@ -117,9 +133,9 @@ def create_app(
         lifespan=lifespan,
         metrics=base_metrics,
         checks={"redis": redis_check},
+        app_class=GatewayApp,
     )
     app.include_router(api_router)
-    app.router.routes.append(WebSocketRoute("/v1/ws", WebSocketEndpoint()))
 
     document = asyncapi_document(settings)
 

@@ -31,9 +31,10 @@ def create_service_app(
     checks: dict[str, ReadinessCheck],
     version: str = "1.0.0",
     openapi_tags: list[dict[str, Any]] | None = None,
+    app_class: type[FastAPI] = FastAPI,
 ) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
-    app = FastAPI(
+    app = app_class(
         title=title,
         description=description,
         version=version,
