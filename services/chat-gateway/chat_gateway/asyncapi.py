@@ -274,7 +274,9 @@ each conversation's history by seq from the history service.
 
 Limits: frames up to {max_frame} bytes, message bodies up to {max_chars} characters.
 Send a `ping` (or any frame) at least every {beat} s; after {timeout} s of silence the
-session is closed and the device counts as offline.
+session is closed and the device counts as offline. WebSocket protocol pings are
+answered by the server but never reach the application (ASGI does not pass them on),
+so they keep the connection open without counting as presence heartbeats.
 
 Close codes:
 {codes}
