@@ -163,6 +163,10 @@ async def test_read_markers_move_forward_only(api: Api, users: Users) -> None:
     assert_problem(await api.call("POST", read, users.bob, json={"seq": "2"}), 422)
     assert (await api.call("POST", read, users.bob, json={"seq": 3})).status_code == 204
     assert await unread(users.bob) == 0
+    detail = (await api.call("GET", f"/v1/conversations/{group['id']}", users.alice)).json()
+    assert detail["read_markers"] == {users.alice: 3, users.bob: 3}
+    listing = (await api.call("GET", "/v1/conversations", users.alice)).json()
+    assert listing["conversations"][0]["read_markers"] is None
 
 
 async def test_messages_not_yet_stored_are_merged_from_the_stream(

@@ -11,6 +11,8 @@ the gateway and the ingest read.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ class ConversationView:
     last_seq: int
     last_message: IngestedMessage | None
     unread_count: int
+    # Every member's read marker; only filled for a single conversation's view (clients
+    # show "read by" from it), never for the whole list.
+    read_markers: dict[str, int] | None = None
 
     @property
     def updated_at_ms(self) -> int:
@@ -67,6 +72,7 @@ class ConversationView:
             "unread_count": self.unread_count,
             "created_at": format_timestamp(self.conversation.created_at_ms),
             "updated_at": format_timestamp(self.updated_at_ms),
+            "read_markers": self.read_markers,
         }
 
 
@@ -218,7 +224,12 @@ class Conversations:
         views = await self._views(user_id, [conversation_id])
         if not views:
             raise NotFound("No such conversation.")
-        return views[0]
+        view = views[0]
+        member_ids = [m.user_id for m in view.members]
+        seqs = await asyncio.gather(
+            *(self.store.read_seq(member, conversation_id) for member in member_ids)
+        )
+        return dataclasses.replace(view, read_markers=dict(zip(member_ids, seqs, strict=True)))
 
     async def list_for(self, user_id: str) -> list[ConversationView]:
         """The caller's conversations, most recent activity first."""

@@ -99,6 +99,13 @@ class ConversationOut(BaseModel):
     unread_count: int = Field(description="last_seq minus the caller's read marker.")
     created_at: str
     updated_at: str = Field(description="Time of the latest activity (message or change).")
+    read_markers: dict[str, int] | None = Field(
+        None,
+        description=(
+            "Each member's read marker (last seq read), by user id. Only in "
+            "GET /v1/conversations/{id}; null in lists."
+        ),
+    )
 
 
 class ConversationListOut(BaseModel):

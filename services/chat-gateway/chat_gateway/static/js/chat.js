@@ -112,6 +112,21 @@ export class Chat {
     return this.fetchingConversation.get(id);
   }
 
+  /** How far each member has read, so "read by" survives a reload (receipts only
+   *  tell what happens while this page is open). */
+  async loadReadMarkers(conversation) {
+    try {
+      const data = await this.api.conversation(conversation.id);
+      for (const [userId, seq] of Object.entries(data.read_markers ?? {})) {
+        if (userId === this.store.me.id) continue;
+        conversation.readBy.set(userId, Math.max(conversation.readBy.get(userId) || 0, seq));
+      }
+      this.store.changed(`messages:${conversation.id}`);
+    } catch (error) {
+      console.warn("read markers lookup failed", error);
+    }
+  }
+
   async ensureUsers(ids) {
     const missing = ids.filter((id) => !this.store.users.has(id) && !this.usersInFlight.has(id));
     if (!missing.length) return;
@@ -154,6 +169,7 @@ export class Chat {
       return;
     }
     this.markRead(conversation); // the list already knows its last seq
+    if (!conversation.loaded) this.loadReadMarkers(conversation);
     try {
       if (!conversation.loaded) await this.loadLatest(conversation);
       else await this.fillAfter(conversation);
