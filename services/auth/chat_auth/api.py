@@ -26,7 +26,8 @@ from chat_auth.schemas import (
 from chat_auth.sessions import Sessions, TokenPair
 from chat_shared.errors import ChatError, Invalid, NotFound
 from chat_shared.ids import is_id
-from chat_shared.tokens import Principal, TokenError, TokenVerifier
+from chat_shared.tokens import Principal
+from chat_shared.web.auth import principal_from_token
 from chat_shared.web.problems import problem_responses
 
 # The security scheme of the auth routes: /docs gets a working Authorize button that
@@ -41,10 +42,7 @@ oauth2_scheme = OAuth2PasswordBearer(
 async def current_principal(
     request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Principal:
-    verifier: TokenVerifier = request.state.token_verifier
-    if token is None:
-        raise TokenError("Missing access token.")
-    return await verifier.verify(token)
+    return await principal_from_token(request, token)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

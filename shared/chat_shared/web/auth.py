@@ -16,14 +16,19 @@ from chat_shared.tokens import Principal, TokenError, TokenVerifier
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /v1/auth/login")
 
 
+async def principal_from_token(request: Request, token: str | None) -> Principal:
+    """Verify a bearer token with the app's verifier; for any security scheme."""
+    verifier: TokenVerifier = request.state.token_verifier
+    if token is None:
+        raise TokenError("Missing access token.")
+    return await verifier.verify(token)
+
+
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
-    verifier: TokenVerifier = request.state.token_verifier
-    if credentials is None:
-        raise TokenError("Missing access token.")
-    return await verifier.verify(credentials.credentials)
+    return await principal_from_token(request, credentials.credentials if credentials else None)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
