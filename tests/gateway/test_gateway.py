@@ -177,7 +177,9 @@ async def test_slow_reader_is_closed_1013_and_resumes_without_loss(
     await members("c1", ["alice", "bob", "carol"])
     alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
     await alice.start()
-    carol = await ChatSocket.open(gateway.ws_url, minter.token("carol"))
+    # Carol's client library takes frames off the socket as fast as they come (no
+    # queue bound of its own): she is the fast reader Bob is compared with.
+    carol = await ChatSocket.open(gateway.ws_url, minter.token("carol"), max_queue=None)
     await carol.start()
     bob = await ChatSocket.open(
         gateway.ws_url, minter.token("bob"), device_id="slow", max_size=2**24
@@ -187,9 +189,10 @@ async def test_slow_reader_is_closed_1013_and_resumes_without_loss(
     bob.ws.transport.pause_reading()  # type: ignore[attr-defined]
     body = "x" * 60_000
     total = 200
+    carol_reads = asyncio.create_task(carol.messages(total, timeout=60))
     for i in range(total):
         await alice.send(type="send", client_id=f"k{i}", conversation_id="c1", body=body)
-    seen_by_carol = await carol.messages(total, timeout=60)
+    seen_by_carol = await carol_reads
     assert [m["message"]["seq"] for m in seen_by_carol] == list(range(1, total + 1))
 
     bob.ws.transport.resume_reading()  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ class ChatSocket:
         subprotocol: bool = False,
         origin: str | None = None,
         max_size: int | None = 2**24,
+        max_queue: int | None = 16,
     ) -> ChatSocket:
         query = []
         if device_id:
@@ -47,6 +48,7 @@ class ChatSocket:
             subprotocols=subprotocols,  # type: ignore[arg-type]
             origin=origin,
             max_size=max_size,
+            max_queue=max_queue,
             compression=None,
             open_timeout=10,
             ping_interval=None,
