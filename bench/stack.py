@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import sqlite3
 import tempfile
 import uuid
@@ -25,6 +24,7 @@ import httpx2
 
 from chat_shared.devstack import ServiceProcess, Stack
 from chat_shared.keys import FANOUT_GROUP, HISTORY_GROUP, shard_stream
+from chat_shared.loopback import free_port
 from chat_shared.redis import connect_redis
 
 # Cheapest hashing the auth service accepts (OWASP's floor), limits out of the way:
@@ -58,12 +58,6 @@ class Conversation:
     id: str
     kind: str
     members: tuple[str, ...]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

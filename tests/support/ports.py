@@ -1,11 +1,5 @@
 """Free loopback ports for processes the tests start."""
 
-from __future__ import annotations
+from chat_shared.loopback import free_port
 
-import socket
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port"]
