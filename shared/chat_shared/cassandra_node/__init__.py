@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from chat_shared.children import kill, terminate
 from chat_shared.loopback import free_port
 
 CASSANDRA_VERSION = "5.0.6"
@@ -302,21 +302,14 @@ paxos_variant: v2
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM: Cassandra drains and flushes; a kill -9 follows if it hangs."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            terminate(self.process, timeout)
         self.process = None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; the commit log replays on the next start."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            kill(self.process)
         self.process = None
 
     def __enter__(self) -> CassandraNode:
