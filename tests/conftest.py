@@ -1,14 +1,17 @@
-"""Fixtures every suite shares: a real Valkey server and a Redis client on it."""
+"""Fixtures every suite shares: a real Valkey server, a Redis client on it, and a real
+Cassandra node for the tests that ask for one."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from chat_shared.cassandra_node import CassandraNode, CassandraUnavailable
 from chat_shared.embedded_redis import EmbeddedValkey
 from chat_shared.redis import connect_redis
 from tests.support.tokens import TokenMinter
@@ -48,12 +51,46 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
-def cassandra_hosts() -> list[str]:
+@dataclass(frozen=True)
+class CassandraEndpoint:
+    hosts: list[str]
+    port: int
+
+    def settings(self, keyspace: str) -> dict[str, object]:
+        """The settings fields that point a service at this node and keyspace."""
+        return {
+            "store": "cassandra",
+            "cassandra_hosts": self.hosts,
+            "cassandra_port": self.port,
+            "cassandra_keyspace": keyspace,
+            # What production runs at: a quorum of the local replicas (one, here).
+            "cassandra_consistency": "LOCAL_QUORUM",
+        }
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraEndpoint]:
+    """A real Cassandra node for the run, started on first use.
+
+    CHAT_CASSANDRA_HOSTS (and CHAT_CASSANDRA_PORT) point the tests at a running
+    cluster instead. Where Java or Maven is missing the tests skip with that reason,
+    except under CI=true, where CI must prove them: there the skip is a failure.
+    """
+    hosts = _hosts_from_environment()
+    if hosts:
+        yield CassandraEndpoint(hosts, int(os.environ.get("CHAT_CASSANDRA_PORT", "9042")))
+        return
+    node = CassandraNode(tmp_path_factory.mktemp("cassandra"))
+    try:
+        node.start()
+    except CassandraUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Cassandra tests: {exc}", pytrace=False)
+        pytest.skip(f"Cassandra tests skipped: {exc}")
+    yield CassandraEndpoint([node.host], node.native_port)
+    node.stop()
+
+
+def _hosts_from_environment() -> list[str]:
     value = os.environ.get("CHAT_CASSANDRA_HOSTS", "").strip()
     return [h.strip() for h in value.strip("[]").replace('"', "").split(",") if h.strip()]
-
-
-requires_cassandra = pytest.mark.skipif(
-    not cassandra_hosts(),
-    reason="Cassandra/ScyllaDB contract tests skipped: set CHAT_CASSANDRA_HOSTS to run them",
-)

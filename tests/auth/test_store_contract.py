@@ -1,7 +1,7 @@
 """The storage contract of the auth domain, run against every engine.
 
-SQLite always; Cassandra/ScyllaDB when CHAT_CASSANDRA_HOSTS is set (the skip is
-reported otherwise). Both adapters must give the same answers.
+SQLite and a real Cassandra node (LOCAL_QUORUM, as in production), the same cases on
+both. Both adapters must give the same answers.
 """
 
 from __future__ import annotations
@@ -26,19 +26,14 @@ from chat_shared.ports.auth import (
     UserRecord,
 )
 from chat_shared.store.migrate import migrate_cassandra
-from tests.conftest import cassandra_hosts, requires_cassandra
+from tests.conftest import CassandraEndpoint
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=requires_cassandra)])
+@pytest.fixture(params=["sqlite", "cassandra"])
 async def store(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[AuthStore]:
     if request.param == "cassandra":
-        settings = AuthSettings(
-            data_dir=data_dir,
-            store="cassandra",
-            cassandra_hosts=cassandra_hosts(),
-            cassandra_keyspace="chat_auth_contract",
-            cassandra_consistency="ONE",
-        )
+        cassandra_node: CassandraEndpoint = request.getfixturevalue("cassandra")
+        settings = AuthSettings(data_dir=data_dir, **cassandra_node.settings("chat_auth_contract"))  # type: ignore[arg-type]
         await migrate_cassandra(settings, "auth")
     else:
         settings = AuthSettings(data_dir=data_dir)

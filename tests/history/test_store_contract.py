@@ -1,4 +1,5 @@
-"""The history store port, engine by engine: SQLite always, Cassandra when configured.
+"""The history store port, engine by engine: the same cases on SQLite and on a real
+Cassandra node (LOCAL_QUORUM, as in production).
 
 Every adapter must give the same answers; the domain never knows which one it has.
 """
@@ -19,12 +20,12 @@ from chat_shared.ingest import IngestedMessage
 from chat_shared.membership import MembershipRecord
 from chat_shared.ports.history import Conversation, HistoryStore, Member, direct_pair_key
 from chat_shared.store.migrate import migrate_cassandra, migrate_sqlite, sqlite_path
-from tests.conftest import cassandra_hosts, requires_cassandra
+from tests.conftest import CassandraEndpoint
 
 BUCKET = 10  # small, so a few messages cross partition boundaries
 
 
-@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=requires_cassandra)])
+@pytest.fixture(params=["sqlite", "cassandra"])
 async def store(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[HistoryStore]:
     if request.param == "sqlite":
         settings = HistorySettings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
@@ -34,13 +35,8 @@ async def store(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator
         await sqlite.close()
         return
     keyspace = f"history_test_{uuid.uuid4().hex[:12]}"
-    settings = HistorySettings(  # type: ignore[call-arg]
-        _env_file=None,
-        store="cassandra",
-        cassandra_hosts=cassandra_hosts(),
-        cassandra_keyspace=keyspace,
-        cassandra_consistency="ONE",
-    )
+    cassandra_node: CassandraEndpoint = request.getfixturevalue("cassandra")
+    settings = HistorySettings(_env_file=None, **cassandra_node.settings(keyspace))  # type: ignore[call-arg,arg-type]
     await migrate_cassandra(settings, "history")
     cassandra = await CassandraHistoryStore.connect(settings, bucket_size=BUCKET)
     yield cassandra

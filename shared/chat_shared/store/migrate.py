@@ -14,15 +14,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
+import socket
 import sqlite3
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chat_shared.settings import ChatSettings
+
+if TYPE_CHECKING:
+    from chat_shared.store.cassandra import CassandraStore
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +45,11 @@ class Migration:
     text: str
 
     def statements(self) -> list[str]:
-        # One statement per ';'-terminated chunk; our migration files keep ';' out of
-        # string literals, which keeps this split honest.
-        return [s.strip() for s in self.text.split(";") if s.strip() and not _only_comments(s)]
-
-
-def _only_comments(chunk: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in chunk.splitlines())
+        # Comments go first (they may hold ';'), then one statement per ';'-terminated
+        # chunk. Our migration files keep '--' and ';' out of string literals, which
+        # keeps this split honest.
+        code = "\n".join(line.split("--", 1)[0] for line in self.text.splitlines())
+        return [chunk.strip() for chunk in code.split(";") if chunk.strip()]
 
 
 def sqlite_path(settings: ChatSettings, service: str) -> Path:
@@ -100,48 +105,128 @@ def migrate_sqlite(settings: ChatSettings, service: str) -> list[int]:
         conn.close()
 
 
+# How long a migrator's lease lasts: a crashed migrator blocks the next one at most
+# this long, never for ever.
+LEASE_SECONDS = 120
+# Errors that mean "this DDL already took effect": a statement that applied before a
+# crash, but whose step record did not land, is then taken as done on the re-run.
+_ALREADY_APPLIED = ("already exists", "conflicts with an existing column")
+
+
 async def migrate_cassandra(settings: ChatSettings, service: str) -> list[int]:
+    """Bring ``service``'s tables in the configured keyspace up to date.
+
+    Invariants:
+    - the keyspace's replication is the configured one after every run (ALTER runs
+      each time; CREATE alone would only set it once);
+    - one migrator at a time per service: a lightweight-transaction lease with a TTL,
+      so a crashed migrator cannot leave the keyspace locked;
+    - every statement is recorded in ``schema_steps`` once it applies, and a version
+      in ``schema_migrations`` once all of its statements have, so a run interrupted
+      anywhere resumes at the first statement not yet applied;
+    - after every DDL statement the nodes agree on the schema before the next one.
+    """
     from chat_shared.store.cassandra import CassandraStore
 
-    store = await asyncio.to_thread(CassandraStore.connect, settings)
     keyspace = settings.cassandra_keyspace
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,47}", keyspace):
         raise ValueError(f"invalid keyspace name {keyspace!r}")
+    store = await asyncio.to_thread(CassandraStore.connect, settings)
     try:
-        await store.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
-            f"WITH replication = {settings.cassandra_replication}",
-            prepared=False,
-        )
-        await store.execute(
+        replication = settings.cassandra_replication
+        for ddl in (
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}",
+            f"ALTER KEYSPACE {keyspace} WITH replication = {replication}",
             f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations ("
             " service text, version int, name text, applied_at timestamp,"
             " PRIMARY KEY (service, version))",
-            prepared=False,
-        )
+            f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_steps ("
+            " service text, version int, step int, applied_at timestamp,"
+            " PRIMARY KEY (service, version, step))",
+            f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_leases ("
+            " service text PRIMARY KEY, owner text)",
+        ):
+            await store.execute(ddl, prepared=False)
+            await store.wait_for_schema_agreement()
         await asyncio.to_thread(store.session.set_keyspace, keyspace)
-        rows = await store.execute(
-            "SELECT version FROM schema_migrations WHERE service = %s",
-            (service,),
-            prepared=False,
-        )
-        done = {row["version"] for row in rows}
-        applied = []
-        for migration in load_migrations(service, "cassandra"):
-            if migration.version in done:
-                continue
-            for statement in migration.statements():
-                await store.execute(statement, prepared=False)
-            await store.execute(
-                "INSERT INTO schema_migrations (service, version, name, applied_at)"
-                " VALUES (%s, %s, %s, toTimestamp(now()))",
-                (service, migration.version, migration.name),
-                prepared=False,
-            )
-            applied.append(migration.version)
-        return applied
+        async with _lease(store, service):
+            return await _apply_pending(store, service)
     finally:
         store.close()
+
+
+class _Lease:
+    def __init__(self, store: CassandraStore, service: str) -> None:
+        self.store = store
+        self.service = service
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    async def __aenter__(self) -> None:
+        deadline = time.monotonic() + LEASE_SECONDS + 30
+        while True:
+            rows = await self.store.execute(
+                "INSERT INTO schema_leases (service, owner) VALUES (?, ?)"
+                " IF NOT EXISTS USING TTL ?",
+                (self.service, self.owner, LEASE_SECONDS),
+                idempotent=False,
+            )
+            if rows[0]["[applied]"] or rows[0].get("owner") == self.owner:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"migration lease of {self.service} held by {rows[0]['owner']}")
+            log.info("waiting for the migration lease held by %s", rows[0]["owner"])
+            await asyncio.sleep(2)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.execute(
+            "DELETE FROM schema_leases WHERE service = ? IF owner = ?",
+            (self.service, self.owner),
+            idempotent=False,
+        )
+
+
+def _lease(store: CassandraStore, service: str) -> _Lease:
+    return _Lease(store, service)
+
+
+async def _apply_pending(store: CassandraStore, service: str) -> list[int]:
+    from cassandra import InvalidRequest
+
+    rows = await store.execute(
+        "SELECT version FROM schema_migrations WHERE service = ?", (service,)
+    )
+    done = {row["version"] for row in rows}
+    applied = []
+    for migration in load_migrations(service, "cassandra"):
+        if migration.version in done:
+            continue
+        steps = await store.execute(
+            "SELECT step FROM schema_steps WHERE service = ? AND version = ?",
+            (service, migration.version),
+        )
+        steps_done = {row["step"] for row in steps}
+        for step, statement in enumerate(migration.statements()):
+            if step in steps_done:
+                continue
+            try:
+                await store.execute(statement, prepared=False)
+            except InvalidRequest as exc:
+                if not any(marker in str(exc) for marker in _ALREADY_APPLIED):
+                    raise
+                log.info("%s %04d step %d was already applied", service, migration.version, step)
+            await store.wait_for_schema_agreement()
+            await store.execute(
+                "INSERT INTO schema_steps (service, version, step, applied_at)"
+                " VALUES (?, ?, ?, toTimestamp(now()))",
+                (service, migration.version, step),
+            )
+        await store.execute(
+            "INSERT INTO schema_migrations (service, version, name, applied_at)"
+            " VALUES (?, ?, ?, toTimestamp(now()))",
+            (service, migration.version, migration.name),
+        )
+        applied.append(migration.version)
+    return applied
 
 
 def migrate(settings: ChatSettings, services: list[str]) -> dict[str, list[int]]:
