@@ -27,8 +27,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.load import raise_open_file_limit
-from bench.stack import cpu_seconds, free_port
+from bench.stack import cpu_seconds
 from bench.stats import latency_summary, rate
+from chat_shared.loopback import free_port
 from chat_shared.redis import connect_redis
 
 

@@ -140,6 +140,31 @@ async def test_poison_entry_goes_to_the_dead_letter_stream(
     assert _sample(runtime.metrics, "chat_history_dead_letters_total") == 1
 
 
+async def test_a_message_reusing_a_stored_seq_is_dead_lettered_not_lost(
+    runtime: HistoryRuntime, settings: HistorySettings, users: Users, redis: Redis
+) -> None:
+    # Two messages handed one seq (a fencing failure upstream): the stored one stays,
+    # the newcomer is parked where an operator sees it, and the conflict is counted.
+    conversation = await new_group(runtime, users)
+    sent = await post(runtime, users.alice, conversation, 3)
+    [(_, original)] = await redis.xrange(
+        shard_stream(runtime.ingest.shard_for(conversation)), count=1
+    )
+    impostor = {**original, b"id": b"Mimpostor", b"b": b"another message, same seq"}
+    async with running(consumer_for(runtime, settings).run()):
+        await eventually(lambda: _stored(runtime, conversation, 3), "the messages")
+        await redis.xadd(shard_stream(runtime.ingest.shard_for(conversation)), impostor)
+        await eventually(lambda: _has_entries(redis, DEAD_LETTER_STREAM), "a dead letter")
+        await eventually(lambda: _none_pending(redis, settings), "the impostor acked")
+    stored = await runtime.store.messages_between(conversation, 1, 3)
+    assert [m.id for m in stored] == [m.id for m in sent]
+    [(_, record)] = await redis.xrange(DEAD_LETTER_STREAM)
+    assert b"seq conflict" in record[b"_error"] and sent[0].id.encode() in record[b"_error"]
+    assert record[b"f:id"] == b"Mimpostor"
+    assert _sample(runtime.metrics, "chat_history_seq_conflicts_total") == 1
+    assert _sample(runtime.metrics, "chat_history_dead_letters_total") == 1
+
+
 async def test_read_markers_from_the_gateway_stream(
     runtime: HistoryRuntime, settings: HistorySettings, users: Users, redis: Redis
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ from chat_history.storage.cassandra import CassandraHistoryStore
 from chat_history.storage.sqlite import SqliteHistoryStore
 from chat_shared.ingest import IngestedMessage
 from chat_shared.membership import MembershipRecord
-from chat_shared.ports.history import Conversation, HistoryStore, Member, direct_pair_key
+from chat_shared.ports.history import (
+    Conversation,
+    HistoryStore,
+    Member,
+    SeqConflict,
+    direct_pair_key,
+)
 from chat_shared.store.migrate import migrate_cassandra, migrate_sqlite, sqlite_path
 from tests.conftest import CassandraEndpoint
 
@@ -134,11 +141,37 @@ async def test_ranges_cross_partitions(store: HistoryStore) -> None:
     assert list(found) == ["c1"] and found["c1"].seq == 20
 
 
-async def test_highest_seq_never_moves_back(store: HistoryStore) -> None:
+async def test_progress_is_the_highest_contiguous_stored_seq(store: HistoryStore) -> None:
+    # Progress tells readers "everything up to here is stored": it must never point
+    # past a hole, whatever order batches land in.
+    await store.save_messages([message("c1", seq) for seq in (1, 2, 4, 5)])
+    assert await store.last_seq("c1") == 2
     await store.save_messages([message("c1", 7)])
-    await store.save_messages([message("c1", 3)])  # a late, older batch
+    assert await store.last_seq("c1") == 2
+    await store.save_messages([message("c1", 3)])  # fills the first hole
+    assert await store.last_seq("c1") == 5
+    await store.save_messages([message("c1", 6)])  # and the second
     assert await store.last_seq("c1") == 7
-    assert [m.seq for m in await store.messages_between("c1", 1, 10)] == [3, 7]
+    await store.save_messages([message("c1", 2)])  # a late replay moves nothing back
+    assert await store.last_seq("c1") == 7
+
+
+async def test_progress_walks_across_partitions(store: HistoryStore) -> None:
+    await store.save_messages([message("c1", seq) for seq in range(1, 35) if seq != 1])
+    assert await store.last_seq("c1") == 0
+    await store.save_messages([message("c1", 1)])
+    assert await store.last_seq("c1") == 34
+
+
+async def test_a_reused_seq_never_replaces_the_stored_message(store: HistoryStore) -> None:
+    first = message("c1", 5, "the first writer")
+    await store.save_messages([message("c1", seq) for seq in range(1, 5)] + [first])
+    impostor = replace(first, id="Mimpostor", body="a second message with the same seq")
+    conflicts = await store.save_messages([impostor, message("c1", 6)])
+    assert conflicts == [SeqConflict(impostor, stored_id=first.id)]
+    assert await store.messages_between("c1", 5, 6) == [first, message("c1", 6)]
+    assert await store.save_messages([first]) == []  # a replay is not a conflict
+    assert await store.last_seq("c1") == 6
 
 
 async def test_read_markers_move_forward_only(store: HistoryStore) -> None:

@@ -7,6 +7,11 @@ left pending are claimed after ``claim_idle_ms``. An entry that still cannot be 
 after ``dead_letter_after`` deliveries moves to the dead-letter stream with its error
 and is acknowledged, so one poison entry cannot hold back its shard's retention.
 
+A message offered at a (conversation, seq) that already holds another message id is a
+seq conflict: the store keeps the first writer, and the newcomer goes straight to the
+dead-letter stream (logged and counted), because retrying it can never succeed and
+dropping it would lose an acknowledged message without a trace.
+
 Runs inside every history process, or alone::
 
     python -m chat_history.consumer      # settings from CHAT_* variables
@@ -30,7 +35,7 @@ from chat_history.streams import Entry, GroupWorker, unique_consumer_name
 from chat_shared.ingest import Ingest, IngestedMessage, message_from_entry
 from chat_shared.keys import DEAD_LETTER_STREAM, HISTORY_GROUP, shard_stream
 from chat_shared.logs import configure_logging
-from chat_shared.ports.history import HistoryStore
+from chat_shared.ports.history import HistoryStore, SeqConflict
 from chat_shared.web.observability import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -99,11 +104,19 @@ class HistoryConsumer:
                     parsed.append((entry, message_from_entry(entry.fields)))
                 except Exception as exc:  # malformed: retried, then dead-lettered
                     self._remember_error(entry.id, exc)
-        stored = await self._persist(parsed)
+        stored, conflicts = await self._persist(parsed)
         done = [entry for entry, _ in stored] + vanished
         await self.worker.ack(done)
         for entry in done:
             self._errors.pop(entry.id, None)
+        if conflicts:
+            self.metrics.seq_conflicts.inc(len(conflicts))
+            for entry, conflict in conflicts:
+                self._errors[entry.id] = (
+                    f"seq conflict: {conflict.message.conversation_id}/{conflict.message.seq}"
+                    f" holds message {conflict.stored_id}, not {conflict.message.id}"
+                )
+            exhausted.extend(entry for entry, _ in conflicts)
         if exhausted:
             await self._dead_letter(exhausted)
         self.metrics.persisted.inc(len(stored))
@@ -111,26 +124,31 @@ class HistoryConsumer:
 
     async def _persist(
         self, batch: Sequence[tuple[Entry, IngestedMessage]]
-    ) -> list[tuple[Entry, IngestedMessage]]:
-        """Store the batch; on failure store entry by entry to isolate the bad ones."""
+    ) -> tuple[list[tuple[Entry, IngestedMessage]], list[tuple[Entry, SeqConflict]]]:
+        """Store the batch; on failure store entry by entry to isolate the bad ones.
+        Returns what is stored and what conflicts with a stored message."""
         if not batch:
-            return []
+            return [], []
         try:
-            await self.store.save_messages([message for _, message in batch])
-            return list(batch)
+            conflicts = await self.store.save_messages([message for _, message in batch])
+            return _split(batch, conflicts)
         except Exception as exc:
             log.warning(
                 "batch write failed; retrying one by one",
                 extra={"entries": len(batch), "error": type(exc).__name__},
             )
         stored: list[tuple[Entry, IngestedMessage]] = []
+        conflicting: list[tuple[Entry, SeqConflict]] = []
         for entry, message in batch:
             try:
-                await self.store.save_messages([message])
-                stored.append((entry, message))
+                found = await self.store.save_messages([message])
             except Exception as exc:
                 self._remember_error(entry.id, exc)
-        return stored
+                continue
+            ok, bad = _split([(entry, message)], found)
+            stored += ok
+            conflicting += bad
+        return stored, conflicting
 
     def _remember_error(self, entry_id: str, exc: BaseException) -> None:
         if len(self._errors) >= _MAX_REMEMBERED_ERRORS:
@@ -177,6 +195,29 @@ class HistoryConsumer:
             log.warning(
                 "could not advance senders' read markers", extra={"error": type(exc).__name__}
             )
+
+
+def _split(
+    batch: Sequence[tuple[Entry, IngestedMessage]], conflicts: Sequence[SeqConflict]
+) -> tuple[list[tuple[Entry, IngestedMessage]], list[tuple[Entry, SeqConflict]]]:
+    by_message = {(c.message.conversation_id, c.message.seq, c.message.id): c for c in conflicts}
+
+    def key(m: IngestedMessage) -> tuple[str, int, str]:
+        return (m.conversation_id, m.seq, m.id)
+
+    stored = [(e, m) for e, m in batch if key(m) not in by_message]
+    conflicting = [(e, by_message[key(m)]) for e, m in batch if key(m) in by_message]
+    for _, conflict in conflicting:
+        log.error(
+            "seq conflict: message kept out of the store",
+            extra={
+                "conversation_id": conflict.message.conversation_id,
+                "seq": conflict.message.seq,
+                "message_id": conflict.message.id,
+                "stored_id": conflict.stored_id,
+            },
+        )
+    return stored, conflicting
 
 
 def start_consumers(runtime: HistoryRuntime) -> HistoryConsumer:

@@ -17,6 +17,11 @@ class HistoryMetrics:
             "chat_history_dead_letters_total",
             "Shard-stream entries moved to the dead-letter stream after repeated failures.",
         )
+        self.seq_conflicts = base.counter(
+            "chat_history_seq_conflicts_total",
+            "Messages offered at a (conversation, seq) that already holds another message:"
+            " kept out of the store and dead-lettered (a seq was handed out twice).",
+        )
         self.redelivered = base.counter(
             "chat_history_entries_redelivered_total",
             "Shard-stream entries handled again after a claim (a consumer died or failed).",

@@ -9,8 +9,11 @@ semantics, which the contract test suite checks engine by engine:
   messages again changes nothing (a message's key is its conversation and seq);
 - messages live in partitions ``(conversation_id, bucket = seq // bucket_size)``; a
   range of at most ``bucket_size`` seqs touches at most two partitions;
-- the per-conversation highest seq and the read markers only move forward, whatever
-  order concurrent writes land in.
+- the first message stored at a (conversation, seq) keeps it; another id offered
+  there is reported as a :class:`SeqConflict`, never written over it;
+- a conversation's progress (highest contiguous stored seq) and the read markers only
+  move forward, whatever order concurrent writes land in, and progress never passes
+  a seq that is not stored.
 
 Times are milliseconds since the epoch (UTC), which both engines store exactly.
 """
@@ -44,6 +47,19 @@ class Member:
     joined_at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class SeqConflict:
+    """A message whose (conversation, seq) already holds a different message id.
+
+    The stored message wins and stays; the newcomer is reported, never written. It
+    means two writers were handed one seq (a fencing failure upstream), so the caller
+    must make it loud: log, count, park the newcomer for an operator.
+    """
+
+    message: IngestedMessage
+    stored_id: str
+
+
 def direct_pair_key(user_a: str, user_b: str) -> str:
     """The same key for (a, b) and (b, a); the length prefix keeps it unambiguous."""
     low, high = sorted((user_a, user_b))
@@ -52,6 +68,26 @@ def direct_pair_key(user_a: str, user_b: str) -> str:
 
 def bucket_of(seq: int, bucket_size: int) -> int:
     return seq // bucket_size
+
+
+# The messages table's columns, in the order ``message_row`` returns them; both
+# engines store the same row.
+MESSAGE_COLUMNS = "conversation_id, bucket, seq, id, sender_id, body, client_id, created_ms"
+
+
+def message_row(m: IngestedMessage, bucket_size: int) -> tuple[object, ...]:
+    """A message as the row both engines store: (conversation_id, bucket, seq, id,
+    sender_id, body, client_id, created_ms)."""
+    return (
+        m.conversation_id,
+        bucket_of(m.seq, bucket_size),
+        m.seq,
+        m.id,
+        m.sender_id,
+        m.body,
+        m.client_id,
+        m.created_at_ms,
+    )
 
 
 class ConversationStore(Protocol):
@@ -100,12 +136,15 @@ class ConversationStore(Protocol):
 
 
 class MessageStore(Protocol):
-    async def save_messages(self, messages: Sequence[IngestedMessage]) -> None:
-        """Persist a batch; replays of saved messages change nothing."""
+    async def save_messages(self, messages: Sequence[IngestedMessage]) -> list[SeqConflict]:
+        """Persist a batch; replays of saved messages change nothing. The first message
+        stored at a (conversation, seq) keeps it: a different id there is returned as
+        a conflict and not written. Progress moves after the rows, never past a hole."""
         ...
 
     async def last_seq(self, conversation_id: str) -> int:
-        """The highest persisted seq (0 when none). Also the ingest's ``SeqSource``."""
+        """The conversation's progress: the highest seq with every seq from 1 to it
+        stored (0 when none). Readers may rely on no hole below it."""
         ...
 
     async def last_seqs(self, conversation_ids: Sequence[str]) -> dict[str, int]: ...

@@ -27,7 +27,9 @@ from chat_shared.ports.history import (
     ConversationKind,
     Member,
     Role,
+    SeqConflict,
     bucket_of,
+    message_row,
 )
 from chat_shared.settings import ChatSettings
 from chat_shared.store.cassandra import CassandraStore
@@ -230,38 +232,65 @@ class CassandraHistoryStore:
 
     # Messages ----------------------------------------------------------------------
 
-    async def save_messages(self, messages: Sequence[IngestedMessage]) -> None:
+    async def save_messages(self, messages: Sequence[IngestedMessage]) -> list[SeqConflict]:
         if not messages:
-            return
-        await _bounded(
-            self._run(
-                "INSERT INTO messages (conversation_id, bucket, seq, id, sender_id, body,"
-                " client_id, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.conversation_id,
-                    bucket_of(m.seq, self.bucket_size),
-                    m.seq,
-                    m.id,
-                    m.sender_id,
-                    m.body,
-                    m.client_id,
-                    m.created_at_ms,
-                ),
-            )
-            for m in messages
+            return []
+        outcomes = await _bounded(self._insert_first_writer_wins(m) for m in messages)
+        conflicts = [c for c in outcomes if c is not None]
+        # Only after the rows are stored: progress must never point past them.
+        await _bounded(self._advance_progress(cid) for cid in {m.conversation_id for m in messages})
+        return conflicts
+
+    async def _insert_first_writer_wins(self, m: IngestedMessage) -> SeqConflict | None:
+        # IF NOT EXISTS: a plain INSERT is an upsert and would silently replace a
+        # stored message that a second writer was wrongly handed the same seq for.
+        # Not idempotent for the driver (never retried blindly); retrying it
+        # ourselves is safe because the answer is checked against our id: a replay
+        # of our own write comes back "not applied" with our id in the row.
+        rows = await self.store.execute(
+            "INSERT INTO messages (conversation_id, bucket, seq, id, sender_id, body,"
+            " client_id, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+            message_row(m, self.bucket_size),
+            idempotent=False,
         )
-        # Only after the rows are stored: the highest seq must never point past them.
-        highest: dict[str, int] = {}
-        for m in messages:
-            highest[m.conversation_id] = max(highest.get(m.conversation_id, 0), m.seq)
-        await _bounded(
-            self._run(
+        row = rows[0]
+        if row["[applied]"] or row["id"] == m.id:
+            return None
+        return SeqConflict(m, stored_id=str(row["id"]))
+
+    async def _advance_progress(self, conversation_id: str) -> None:
+        """Raise progress over the stored seqs contiguous with it.
+
+        Reads the current progress, then the seqs above it bucket by bucket, and
+        stops at the first hole. Rows are only ever added, so what this sees is a
+        lower bound of the truth: concurrent writers may each compute a different
+        value, none of them too high, and ``USING TIMESTAMP = seq`` keeps the
+        largest whatever order they land in.
+        """
+        progress = await self.last_seq(conversation_id)
+        reached = progress
+        bucket = bucket_of(reached + 1, self.bucket_size)
+        while True:
+            rows = await self.store.execute(
+                "SELECT seq FROM messages WHERE conversation_id = ? AND bucket = ?"
+                " AND seq > ? ORDER BY seq ASC",
+                (conversation_id, bucket, reached),
+            )
+            for row in rows:
+                if row["seq"] != reached + 1:
+                    break
+                reached += 1
+            else:
+                if reached == (bucket + 1) * self.bucket_size - 1:
+                    bucket += 1  # the whole bucket is there: the next one may go on
+                    continue
+            break
+        if reached > progress:
+            await self._run(
                 "UPDATE conversation_progress USING TIMESTAMP ? SET last_seq = ?"
                 " WHERE conversation_id = ?",
-                (seq, seq, cid),
+                (reached, reached, conversation_id),
             )
-            for cid, seq in highest.items()
-        )
 
     async def last_seq(self, conversation_id: str) -> int:
         rows = await self._run(

@@ -13,7 +13,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from chat_shared.ingest import IngestedMessage
 from chat_shared.membership import MembershipRecord
@@ -22,7 +22,9 @@ from chat_shared.ports.history import (
     ConversationKind,
     Member,
     Role,
+    SeqConflict,
     bucket_of,
+    message_row,
 )
 from chat_shared.store.sqlite import SqliteDatabase
 
@@ -218,40 +220,34 @@ class SqliteHistoryStore:
 
     # Messages ----------------------------------------------------------------------
 
-    async def save_messages(self, messages: Sequence[IngestedMessage]) -> None:
+    async def save_messages(self, messages: Sequence[IngestedMessage]) -> list[SeqConflict]:
         if not messages:
-            return
-        highest: dict[str, int] = {}
-        rows: list[tuple[Any, ...]] = []
-        for m in messages:
-            rows.append(
-                (
-                    m.conversation_id,
-                    bucket_of(m.seq, self.bucket_size),
-                    m.seq,
-                    m.id,
-                    m.sender_id,
-                    m.body,
-                    m.client_id,
-                    m.created_at_ms,
-                )
-            )
-            highest[m.conversation_id] = max(highest.get(m.conversation_id, 0), m.seq)
+            return []
+        bucket_size = self.bucket_size
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT OR IGNORE INTO messages (conversation_id, bucket, seq, id, sender_id,"
-                " body, client_id, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            conn.executemany(
-                "INSERT INTO conversation_progress (conversation_id, last_seq) VALUES (?, ?)"
-                " ON CONFLICT (conversation_id) DO UPDATE SET last_seq = excluded.last_seq"
-                " WHERE excluded.last_seq > conversation_progress.last_seq",
-                list(highest.items()),
-            )
+        def write(conn: sqlite3.Connection) -> list[SeqConflict]:
+            # One transaction: the rows, the conflict check and the progress commit
+            # together, so progress can never be seen ahead of the rows.
+            conflicts: list[SeqConflict] = []
+            for m in messages:
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO messages (conversation_id, bucket, seq, id,"
+                    " sender_id, body, client_id, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    message_row(m, bucket_size),
+                ).rowcount
+                if not inserted:
+                    stored = conn.execute(
+                        "SELECT id FROM messages WHERE conversation_id = ? AND bucket = ?"
+                        " AND seq = ?",
+                        (m.conversation_id, bucket_of(m.seq, bucket_size), m.seq),
+                    ).fetchone()
+                    if stored["id"] != m.id:
+                        conflicts.append(SeqConflict(m, stored_id=stored["id"]))
+            for conversation_id in {m.conversation_id for m in messages}:
+                _advance_progress(conn, conversation_id, bucket_size)
+            return conflicts
 
-        await self.db.write(write)
+        return await self.db.write(write)
 
     async def last_seq(self, conversation_id: str) -> int:
         return (await self.last_seqs([conversation_id])).get(conversation_id, 0)
@@ -366,3 +362,36 @@ def _touch(conn: sqlite3.Connection, conversation_id: str, updated_at_ms: int) -
         "UPDATE conversations SET updated_ms = MAX(updated_ms, ?) WHERE id = ?",
         (updated_at_ms, conversation_id),
     )
+
+
+def _advance_progress(conn: sqlite3.Connection, conversation_id: str, bucket_size: int) -> None:
+    """Raise progress over every stored seq contiguous with it (inside the writer's
+    transaction, so the rows it counts are the rows that commit)."""
+    row = conn.execute(
+        "SELECT last_seq FROM conversation_progress WHERE conversation_id = ?",
+        (conversation_id,),
+    ).fetchone()
+    progress = int(row["last_seq"]) if row else 0
+    reached = progress
+    while True:
+        seqs = conn.execute(
+            # The bucket bound keeps this on the tail partitions, not the whole history.
+            "SELECT seq FROM messages WHERE conversation_id = ? AND bucket >= ? AND seq > ?"
+            " ORDER BY seq LIMIT 500",
+            (conversation_id, bucket_of(reached + 1, bucket_size), reached),
+        ).fetchall()
+        for found in seqs:
+            if found["seq"] != reached + 1:
+                break
+            reached += 1
+        else:
+            if len(seqs) == 500:
+                continue
+        break
+    if reached > progress:
+        conn.execute(
+            "INSERT INTO conversation_progress (conversation_id, last_seq) VALUES (?, ?)"
+            " ON CONFLICT (conversation_id) DO UPDATE SET last_seq = excluded.last_seq"
+            " WHERE excluded.last_seq > conversation_progress.last_seq",
+            (conversation_id, reached),
+        )
