@@ -83,6 +83,40 @@ async def test_conversation_round_trip(store: HistoryStore) -> None:
     assert await store.members_of_many(["c1", "nope"]) == {"c1": await store.members("c1")}
 
 
+async def test_adding_an_existing_member_keeps_their_role_and_join_time(
+    store: HistoryStore,
+) -> None:
+    await store.create_conversation(group(), [Member("owner", "owner", 1000)])
+    await store.add_members("c1", [Member("owner", "member", 5000)], 5000)
+    await store.create_conversation(group(), [Member("owner", "member", 6000)])  # a retry
+    assert await store.members("c1") == [Member("owner", "owner", 1000)]
+
+
+async def test_a_role_change_never_brings_back_a_removed_member(store: HistoryStore) -> None:
+    await store.create_conversation(
+        group(), [Member("owner", "owner", 1000), Member("a", "member", 1000)]
+    )
+    await store.remove_member("c1", "a", 2000)
+    assert await store.set_role("c1", "a", "owner") is False
+    assert await store.members("c1") == [Member("owner", "owner", 1000)]
+    assert await store.set_role("c1", "owner", "member") is True
+    assert await store.members("c1") == [Member("owner", "member", 1000)]
+
+
+async def test_a_removed_member_can_be_added_again(store: HistoryStore) -> None:
+    await store.create_conversation(
+        group(), [Member("owner", "owner", 1000), Member("a", "member", 1000)]
+    )
+    await store.remove_member("c1", "a", 2000)
+    await store.remove_member("c1", "a", 2100)  # a retry removes nothing more
+    await store.add_members("c1", [Member("a", "member", 3000)], 3000)
+    assert await store.members("c1") == [
+        Member("owner", "owner", 1000),
+        Member("a", "member", 3000),
+    ]
+    assert await store.conversation_ids_of("a") == ["c1"]
+
+
 async def test_membership_changes(store: HistoryStore) -> None:
     await store.create_conversation(group(), [Member("owner", "owner", 1000)])
     await store.add_members("c1", [Member("a", "member", 2000), Member("b", "member", 2000)], 2000)

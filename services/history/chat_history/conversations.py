@@ -211,10 +211,16 @@ class Conversations:
         if member_id != user_id and me.role != "owner":
             raise Forbidden("Only the group's owner can remove other members.")
         await self.store.remove_member(conversation_id, member_id, self.clock())
-        remaining = [m for m in members if m.user_id != member_id]
-        if target.role == "owner" and remaining:
-            await self.store.set_role(conversation_id, remaining[0].user_id, "owner")
+        if target.role == "owner":
+            await self._hand_over_ownership(conversation_id)
         await self.membership.changed(conversation_id)
+
+    async def _hand_over_ownership(self, conversation_id: str) -> None:
+        # The longest-standing member still there becomes owner. Read after the
+        # removal; set_role refuses a member who left meanwhile, so try the next.
+        for candidate in await self.store.members(conversation_id):
+            if await self.store.set_role(conversation_id, candidate.user_id, "owner"):
+                return
 
     # Reading -----------------------------------------------------------------------
 

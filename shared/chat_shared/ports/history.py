@@ -119,14 +119,16 @@ class ConversationStore(Protocol):
     async def add_members(
         self, conversation_id: str, members: Sequence[Member], updated_at_ms: int
     ) -> None:
-        """Add members (existing members keep their role) and bump ``updated_at``."""
+        """Add members (an existing member keeps role and join time); bump ``updated_at``."""
         ...
 
     async def remove_member(
         self, conversation_id: str, user_id: str, updated_at_ms: int
     ) -> None: ...
 
-    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> None: ...
+    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> bool:
+        """Change a member's role; False (and nothing written) when not a member."""
+        ...
 
     async def conversation_ids_of(self, user_id: str) -> list[str]: ...
 

@@ -1,10 +1,13 @@
 """The history store on Cassandra/ScyllaDB (scylla-driver, prepared statements).
 
 Writes are idempotent upserts, so a replayed batch or a retried request lands on the
-same rows. Two things need more than an upsert:
+same rows. Some things need more than an upsert:
 
-- one direct conversation per pair: the pair row is claimed with a lightweight
-  transaction (``IF NOT EXISTS``), the only place where two writers truly compete;
+- rows that two writers truly compete for are written only with lightweight
+  transactions (``IF [NOT] EXISTS``), never mixed with plain writes: the pair row of
+  a direct conversation (one conversation per pair), a message's (conversation, seq)
+  cell (the first writer keeps it), and a member row (a role change never brings back
+  a removed member, a repeated add never resets a role);
 - values that may only grow (a conversation's highest seq, a read marker, the
   ``updated_ms`` of a conversation) are written ``USING TIMESTAMP`` derived from the
   value itself (the seq; the time in microseconds). Cassandra keeps the cell with
@@ -125,27 +128,35 @@ class CassandraHistoryStore:
         )
 
     async def _write_members(self, conversation_id: str, members: Sequence[Member]) -> None:
-        await _bounded(
-            self._run(
+        # Every write to a conversation_members row is a lightweight transaction
+        # (insert IF NOT EXISTS, update and delete IF EXISTS): Paxos orders them, and a
+        # plain write mixed in could land under a removal's tombstone or bring back a
+        # removed member. A member already there keeps their role and join time, and
+        # the per-user index gets the join time that is stored.
+        async def add(m: Member) -> None:
+            rows = await self.store.execute(
                 "INSERT INTO conversation_members (conversation_id, user_id, role, joined_ms)"
-                " VALUES (?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?) IF NOT EXISTS",
                 (conversation_id, m.user_id, m.role, m.joined_at_ms),
+                idempotent=False,
             )
-            for m in members
-        )
-        await _bounded(
-            self._run(
+            row = rows[0]
+            joined = m.joined_at_ms if row["[applied]"] else int(row["joined_ms"])
+            await self._run(
                 "INSERT INTO user_conversations (user_id, conversation_id, joined_ms)"
                 " VALUES (?, ?, ?)",
-                (m.user_id, conversation_id, m.joined_at_ms),
+                (m.user_id, conversation_id, joined),
             )
-            for m in members
-        )
+
+        await _bounded(add(m) for m in members)
 
     async def claim_direct_pair(self, pair_key: str, conversation_id: str) -> str:
-        rows = await self._run(
+        # A lightweight transaction, never retried by the driver; a retry of ours that
+        # finds our own claim reads it back as "not applied" with our id, which is right.
+        rows = await self.store.execute(
             "INSERT INTO direct_conversations (pair, conversation_id) VALUES (?, ?) IF NOT EXISTS",
             (pair_key, conversation_id),
+            idempotent=False,
         )
         row = rows[0]
         if row.get("[applied]"):
@@ -196,9 +207,10 @@ class CassandraHistoryStore:
             "DELETE FROM user_conversations WHERE user_id = ? AND conversation_id = ?",
             (user_id, conversation_id),
         )
-        await self._run(
-            "DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ?",
+        await self.store.execute(
+            "DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ? IF EXISTS",
             (conversation_id, user_id),
+            idempotent=False,
         )
         await self._touch(conversation_id, updated_at_ms)
 
@@ -208,11 +220,15 @@ class CassandraHistoryStore:
             (updated_at_ms * 1000, updated_at_ms, conversation_id),
         )
 
-    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> None:
-        await self._run(
-            "UPDATE conversation_members SET role = ? WHERE conversation_id = ? AND user_id = ?",
+    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> bool:
+        # IF EXISTS: a plain UPDATE is an upsert and would bring a removed member back.
+        rows = await self.store.execute(
+            "UPDATE conversation_members SET role = ? WHERE conversation_id = ? AND user_id = ?"
+            " IF EXISTS",
             (role, conversation_id, user_id),
+            idempotent=False,
         )
+        return bool(rows[0]["[applied]"])
 
     async def conversation_ids_of(self, user_id: str) -> list[str]:
         rows = await self._run(

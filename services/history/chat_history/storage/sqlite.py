@@ -188,14 +188,18 @@ class SqliteHistoryStore:
 
         await self.db.write(write)
 
-    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> None:
-        await self.db.write(
-            lambda conn: conn.execute(
-                "UPDATE conversation_members SET role = ?"
-                " WHERE conversation_id = ? AND user_id = ?",
-                (role, conversation_id, user_id),
+    async def set_role(self, conversation_id: str, user_id: str, role: Role) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE conversation_members SET role = ?"
+                    " WHERE conversation_id = ? AND user_id = ?",
+                    (role, conversation_id, user_id),
+                ).rowcount
+                > 0
             )
-        )
+
+        return await self.db.write(write)
 
     async def conversation_ids_of(self, user_id: str) -> list[str]:
         def read(conn: sqlite3.Connection) -> list[str]:
