@@ -117,6 +117,26 @@ async def test_a_removed_member_can_be_added_again(store: HistoryStore) -> None:
     assert await store.conversation_ids_of("a") == ["c1"]
 
 
+async def test_listing_many_conversations_costs_a_few_statements(store: HistoryStore) -> None:
+    ids = [f"c{i:03d}" for i in range(120)]  # more than one IN chunk
+    await asyncio.gather(
+        *(store.create_conversation(group(cid), [Member("a", "owner", 1000)]) for cid in ids)
+    )
+    await store.save_messages([message(cid, 1) for cid in ids[:7]])
+    await store.advance_read("a", ids[0], 1)
+    sent = store.store.statements_sent if isinstance(store, CassandraHistoryStore) else 0
+
+    assert sorted(c.id for c in await store.get_conversations([*ids, "nope"])) == ids
+    members = await store.members_of_many(ids)
+    assert members == {cid: [Member("a", "owner", 1000)] for cid in ids}
+    assert await store.last_seqs(ids) == {cid: int(cid < "c007") for cid in ids}
+    assert await store.read_markers(ids[0], ["a", "b"]) == {"a": 1, "b": 0}
+
+    if isinstance(store, CassandraHistoryStore):
+        # Two chunks per listing query and one for the markers, not one per id.
+        assert store.store.statements_sent - sent == 2 + 2 + 2 + 1
+
+
 async def test_membership_changes(store: HistoryStore) -> None:
     await store.create_conversation(group(), [Member("owner", "owner", 1000)])
     await store.add_members("c1", [Member("a", "member", 2000), Member("b", "member", 2000)], 2000)

@@ -11,7 +11,6 @@ the gateway and the ingest read.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -231,11 +230,8 @@ class Conversations:
         if not views:
             raise NotFound("No such conversation.")
         view = views[0]
-        member_ids = [m.user_id for m in view.members]
-        seqs = await asyncio.gather(
-            *(self.store.read_seq(member, conversation_id) for member in member_ids)
-        )
-        return dataclasses.replace(view, read_markers=dict(zip(member_ids, seqs, strict=True)))
+        markers = await self.store.read_markers(conversation_id, [m.user_id for m in view.members])
+        return dataclasses.replace(view, read_markers=markers)
 
     async def list_for(self, user_id: str) -> list[ConversationView]:
         """The caller's conversations, most recent activity first."""

@@ -171,6 +171,10 @@ class ReadMarkerStore(Protocol):
         """The marker (0 when the user has read nothing)."""
         ...
 
+    async def read_markers(self, conversation_id: str, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's marker in one conversation (0 when unread), in one round trip."""
+        ...
+
     async def read_seqs(self, user_id: str) -> dict[str, int]:
         """Every marker of a user, by conversation id."""
         ...

@@ -83,6 +83,9 @@ class CassandraStore:
         self.session = session
         self.cluster = cluster
         self._prepared: dict[tuple[str, bool], PreparedStatement] = {}
+        # Statements sent (pages after the first not counted): what a caller's round
+        # trips cost, for tests that pin a code path to a constant number of queries.
+        self.statements_sent = 0
 
     @classmethod
     def connect(cls, settings: ChatSettings, *, keyspace: str | None = None) -> CassandraStore:
@@ -142,6 +145,7 @@ class CassandraStore:
             args = list(params) or None
         statement.fetch_size = fetch_size
         pager = _Pager(asyncio.get_running_loop())
+        self.statements_sent += 1
         response = self.session.execute_async(statement, args)
         pager.attach(response)
         while True:

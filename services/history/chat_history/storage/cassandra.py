@@ -42,6 +42,10 @@ T = TypeVar("T")
 # Statements in flight at once for one call (a batch of messages, a listing).
 _CONCURRENCY = 64
 
+# Partition keys per multi-partition ``IN ?`` read: one round trip for a listing's
+# worth of ids, while keeping the coordinator's fan-out (and its memory) small.
+_IN_CHUNK = 100
+
 _MESSAGES_BETWEEN = (
     "SELECT conversation_id, seq, id, sender_id, body, client_id, created_ms FROM messages"
     " WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?"
@@ -90,6 +94,11 @@ async def _bounded(calls: Iterable[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*(run(c) for c in calls)))
 
 
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    unique = list(dict.fromkeys(ids))
+    return [unique[i : i + _IN_CHUNK] for i in range(0, len(unique), _IN_CHUNK)]
+
+
 class CassandraHistoryStore:
     def __init__(self, store: CassandraStore, *, bucket_size: int) -> None:
         self.store = store
@@ -104,6 +113,13 @@ class CassandraHistoryStore:
 
     async def _run(self, cql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return await self.store.execute(cql, params)
+
+    async def _run_in(
+        self, cql: str, ids: Sequence[str], after: Sequence[Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Run a query whose first marker is ``IN ?`` once per chunk of ``ids``."""
+        found = await _bounded(self._run(cql, (chunk, *after)) for chunk in _chunks(ids))
+        return [row for rows in found for row in rows]
 
     # Conversations -----------------------------------------------------------------
 
@@ -170,29 +186,32 @@ class CassandraHistoryStore:
         return str(rows[0]["conversation_id"]) if rows else None
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        rows = await self._run(
-            "SELECT id, kind, name, created_ms, updated_ms FROM conversations WHERE id = ?",
-            (conversation_id,),
-        )
-        # A row holding only updated_ms is a touch that raced a failed creation.
-        return _conversation(rows[0]) if rows and rows[0]["kind"] is not None else None
+        found = await self.get_conversations([conversation_id])
+        return found[0] if found else None
 
     async def get_conversations(self, conversation_ids: Sequence[str]) -> list[Conversation]:
-        found = await _bounded(self.get_conversation(cid) for cid in conversation_ids)
-        return [c for c in found if c is not None]
+        rows = await self._run_in(
+            "SELECT id, kind, name, created_ms, updated_ms FROM conversations WHERE id IN ?",
+            conversation_ids,
+        )
+        # A row holding only updated_ms is a touch that raced a failed creation.
+        return [_conversation(r) for r in rows if r["kind"] is not None]
 
     async def members(self, conversation_id: str) -> list[Member]:
-        rows = await self._run(
-            "SELECT user_id, role, joined_ms FROM conversation_members WHERE conversation_id = ?",
-            (conversation_id,),
-        )
-        return sorted((_member(r) for r in rows), key=lambda m: (m.joined_at_ms, m.user_id))
+        return (await self.members_of_many([conversation_id])).get(conversation_id, [])
 
     async def members_of_many(self, conversation_ids: Sequence[str]) -> dict[str, list[Member]]:
-        found = await _bounded(self.members(cid) for cid in conversation_ids)
-        return {
-            cid: members for cid, members in zip(conversation_ids, found, strict=True) if members
-        }
+        rows = await self._run_in(
+            "SELECT conversation_id, user_id, role, joined_ms FROM conversation_members"
+            " WHERE conversation_id IN ?",
+            conversation_ids,
+        )
+        out: dict[str, list[Member]] = defaultdict(list)
+        for r in rows:
+            out[r["conversation_id"]].append(_member(r))
+        for members in out.values():
+            members.sort(key=lambda m: (m.joined_at_ms, m.user_id))
+        return dict(out)
 
     async def add_members(
         self, conversation_id: str, members: Sequence[Member], updated_at_ms: int
@@ -309,15 +328,16 @@ class CassandraHistoryStore:
             )
 
     async def last_seq(self, conversation_id: str) -> int:
-        rows = await self._run(
-            "SELECT last_seq FROM conversation_progress WHERE conversation_id = ?",
-            (conversation_id,),
-        )
-        return int(rows[0]["last_seq"]) if rows and rows[0]["last_seq"] is not None else 0
+        return (await self.last_seqs([conversation_id]))[conversation_id]
 
     async def last_seqs(self, conversation_ids: Sequence[str]) -> dict[str, int]:
-        found = await _bounded(self.last_seq(cid) for cid in conversation_ids)
-        return dict(zip(conversation_ids, found, strict=True))
+        rows = await self._run_in(
+            "SELECT conversation_id, last_seq FROM conversation_progress"
+            " WHERE conversation_id IN ?",
+            conversation_ids,
+        )
+        stored = {r["conversation_id"]: int(r["last_seq"] or 0) for r in rows}
+        return {cid: stored.get(cid, 0) for cid in conversation_ids}
 
     async def messages_between(
         self, conversation_id: str, low_seq: int, high_seq: int
@@ -337,6 +357,9 @@ class CassandraHistoryStore:
         return out
 
     async def messages_at(self, wanted: Mapping[str, int]) -> dict[str, IngestedMessage]:
+        # One point read per conversation, run concurrently: a multi-column IN cannot
+        # name a different (conversation, bucket) partition and seq for each id. Each
+        # read goes straight to a replica of its partition (token-aware routing).
         items = [(cid, seq) for cid, seq in wanted.items() if seq > 0]
 
         async def one(cid: str, seq: int) -> list[dict[str, Any]]:
@@ -365,6 +388,16 @@ class CassandraHistoryStore:
             (user_id, conversation_id),
         )
         return int(rows[0]["last_read_seq"]) if rows else 0
+
+    async def read_markers(self, conversation_id: str, user_ids: Sequence[str]) -> dict[str, int]:
+        rows = await self._run_in(
+            "SELECT user_id, last_read_seq FROM read_state"
+            " WHERE user_id IN ? AND conversation_id = ?",
+            user_ids,
+            (conversation_id,),
+        )
+        stored = {r["user_id"]: int(r["last_read_seq"]) for r in rows}
+        return {u: stored.get(u, 0) for u in user_ids}
 
     async def read_seqs(self, user_id: str) -> dict[str, int]:
         rows = await self._run(

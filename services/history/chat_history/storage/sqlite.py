@@ -76,6 +76,9 @@ _MEMBERS_IN = (
     "SELECT conversation_id, user_id, role, joined_ms FROM conversation_members"
     " WHERE conversation_id IN (?) ORDER BY joined_ms, user_id"
 )
+_READ_MARKERS_IN = (
+    "SELECT user_id, last_read_seq FROM read_state WHERE conversation_id = ? AND user_id IN (?)"
+)
 _PROGRESS_IN = (
     "SELECT conversation_id, last_seq FROM conversation_progress WHERE conversation_id IN (?)"
 )
@@ -324,6 +327,18 @@ class SqliteHistoryStore:
                 (user_id, conversation_id),
             ).fetchone()
             return int(row["last_read_seq"]) if row else 0
+
+        return await self.db.read(read)
+
+    async def read_markers(self, conversation_id: str, user_ids: Sequence[str]) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            stored: dict[str, int] = {}
+            for chunk in _chunks(user_ids):
+                rows = conn.execute(
+                    _in_list(_READ_MARKERS_IN, len(chunk)), (conversation_id, *chunk)
+                )
+                stored.update((row["user_id"], int(row["last_read_seq"])) for row in rows)
+            return {u: stored.get(u, 0) for u in user_ids}
 
         return await self.db.read(read)
 
