@@ -64,6 +64,11 @@ def members_loaded_key() -> str:
     return "chat:members:loaded"
 
 
+def members_rebuild_lease_key() -> str:
+    """Held by the one history pod rebuilding the membership cache."""
+    return "chat:members:rebuilding"
+
+
 def user_inbox(user_id: str) -> str:
     return f"chat:{{u{user_id}}}:inbox"
 

@@ -7,14 +7,24 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import httpx2
 from redis.asyncio import Redis
 
+from chat_history.metrics import HistoryMetrics
 from chat_history.runtime import HistoryRuntime
+from chat_history.settings import HistorySettings
 from chat_history.storage.sqlite import SqliteHistoryStore
-from chat_shared.keys import MEMBERS_SENTINEL, members_key, user_conversations
+from chat_shared.keys import (
+    MEMBERS_SENTINEL,
+    members_key,
+    members_loaded_key,
+    members_rebuild_lease_key,
+    user_conversations,
+)
 from chat_shared.membership import MembershipCache
+from chat_shared.web.observability import ServiceMetrics
 from tests.history.conftest import StartHistory, Users
-from tests.history.helpers import Api
+from tests.history.helpers import Api, UserDirectoryApp
 from tests.support.tokens import TokenMinter
 
 SHARDS = 4
@@ -95,6 +105,35 @@ async def test_a_cache_miss_is_filled_from_the_store(api: Api, users: Users, red
     assert await cache.members("01NOSUCHCONVERSATION000000") is None
     assert (await api.messages(users.bob, "01NOSUCHCONVERSATION000000")).status_code == 404
     assert await cache.members("01NOSUCHCONVERSATION000000") is None, "no entry for unknown ids"
+
+
+async def test_a_start_reads_nothing_from_the_store(
+    runtime: HistoryRuntime, users: Users, settings: HistorySettings, directory: UserDirectoryApp
+) -> None:
+    for name in ("a", "b", "c", "d", "e", "f"):
+        await runtime.conversations.create_group(users.alice, name, [users.bob], bearer_token="t")
+    await runtime.maintain_once()  # the first pod marks the cache loaded
+    second = await HistoryRuntime.open(
+        settings,
+        HistoryMetrics(ServiceMetrics("history")),
+        http_transport=httpx2.ASGITransport(app=directory.asgi()),
+    )
+    try:
+        assert isinstance(second.store, SqliteHistoryStore)
+        assert second.store.db.transactions_run == 0
+        await second.maintain_once()  # the cache holds its loaded marker: no rebuild
+        assert second.store.db.transactions_run == 0
+    finally:
+        await second.close()
+
+
+async def test_one_pod_rebuilds_at_a_time(runtime: HistoryRuntime, redis: Redis) -> None:
+    await redis.delete(members_loaded_key())
+    assert await runtime.membership.leases.acquire(members_rebuild_lease_key(), "other", 60_000)
+    assert await runtime.membership.ensure_loaded() is False, "another pod holds the lease"
+    await redis.delete(members_rebuild_lease_key())
+    assert await runtime.membership.ensure_loaded() is True
+    assert not await redis.exists(members_rebuild_lease_key()), "the lease is given back"
 
 
 async def test_rebuild_restores_everything(

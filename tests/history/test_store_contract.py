@@ -156,10 +156,16 @@ async def test_membership_changes(store: HistoryStore) -> None:
         Conversation("c2", "direct", None, 1, 1),
         [Member("x", "member", 1), Member("y", "member", 1)],
     )
-    records = sorted(await store.all_memberships(), key=lambda r: r.conversation_id)
+    await store.create_conversation(
+        group("c3"), [Member(u, "member", 1) for u in ("p", "q", "r", "s", "t")]
+    )
+    pages = [page async for page in store.membership_pages(2)]  # pages end mid-conversation
+    assert len(pages) >= 3
+    records = sorted((r for page in pages for r in page), key=lambda r: r.conversation_id)
     assert records == [
         MembershipRecord("c1", "group", frozenset({"b"})),
         MembershipRecord("c2", "direct", frozenset({"x", "y"})),
+        MembershipRecord("c3", "group", frozenset({"p", "q", "r", "s", "t"})),
     ]
 
 

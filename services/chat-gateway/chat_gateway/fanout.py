@@ -43,22 +43,10 @@ from chat_shared.keys import (
     shard_lease,
     shard_stream,
 )
+from chat_shared.leases import Leases
 from chat_shared.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
-
-RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 DELIVERY_STREAM_MAXLEN = 100_000
 
@@ -91,8 +79,7 @@ class Fanout:
         self.batch = batch
         self.on_batch = on_batch
         self.stats = FanoutStats()
-        self._renew = redis.register_script(RENEW_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
+        self.leases = Leases(redis)
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._valid_until: dict[int, float] = {}
         self._stopping = False
@@ -122,7 +109,7 @@ class Fanout:
 
         for shard in list(self._workers):
             started = time.monotonic()
-            if await self._renew(keys=[shard_lease(shard)], args=[self.gateway_id, self.lease_ms]):
+            if await self.leases.renew(shard_lease(shard), self.gateway_id, self.lease_ms):
                 self._valid_until[shard] = started + self.lease_ms / 1000 * 0.8
             else:
                 log.warning("lost fanout lease", extra={"shard": shard})
@@ -136,9 +123,7 @@ class Fanout:
                 if len(self._workers) >= target:
                     break
                 started = time.monotonic()
-                if await self.redis.set(
-                    shard_lease(shard), self.gateway_id, nx=True, px=self.lease_ms
-                ):
+                if await self.leases.acquire(shard_lease(shard), self.gateway_id, self.lease_ms):
                     self._valid_until[shard] = started + self.lease_ms / 1000 * 0.8
                     self._workers[shard] = asyncio.create_task(self._work(shard))
                     self.stats.held.add(shard)
@@ -157,7 +142,7 @@ class Fanout:
 
     async def release(self, shard: int) -> None:
         await self._stop_worker(shard)
-        await self._release(keys=[shard_lease(shard)], args=[self.gateway_id])
+        await self.leases.release(shard_lease(shard), self.gateway_id)
 
     async def stop(self) -> None:
         """Hand every shard over at once (graceful shutdown)."""

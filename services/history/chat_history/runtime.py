@@ -105,9 +105,9 @@ class HistoryRuntime:
         return runtime
 
     async def prepare(self) -> None:
-        """Groups before anything reads or trims; the membership cache rebuilt."""
+        """Groups before anything reads or trims. Nothing is read from the store: a
+        start costs the same however many conversations there are."""
         await self.ensure_groups()
-        await self.membership.rebuild()
 
     async def ensure_groups(self) -> None:
         # Idempotent; repeated by maintenance so groups come back after Redis data loss.

@@ -20,7 +20,7 @@ Times are milliseconds since the epoch (UTC), which both engines store exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -132,8 +132,10 @@ class ConversationStore(Protocol):
 
     async def conversation_ids_of(self, user_id: str) -> list[str]: ...
 
-    async def all_memberships(self) -> list[MembershipRecord]:
-        """Every conversation with its member ids (rebuilds the Redis cache)."""
+    def membership_pages(self, page_size: int) -> AsyncIterator[list[MembershipRecord]]:
+        """Every conversation that has members, with their ids, about ``page_size``
+        member rows per page, fetched as the caller asks for the next page (to rebuild
+        the Redis cache after Redis lost its data, never at start-up)."""
         ...
 
 

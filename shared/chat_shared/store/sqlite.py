@@ -56,6 +56,9 @@ class SqliteDatabase:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        # Transactions run (reads and writes): what a code path costs in round trips,
+        # for tests that pin it to a constant.
+        self.transactions_run = 0
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -83,6 +86,7 @@ class SqliteDatabase:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise RuntimeError("database is closed")
+        self.transactions_run += 1
         return await asyncio.get_running_loop().run_in_executor(
             self._writer, self._in_transaction, fn
         )
@@ -90,6 +94,7 @@ class SqliteDatabase:
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise RuntimeError("database is closed")
+        self.transactions_run += 1
         return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, fn)
 
     async def ping(self) -> None:

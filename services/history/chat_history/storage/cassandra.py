@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
+from chat_history.storage.paging import membership_records
 from chat_shared.ingest import IngestedMessage
 from chat_shared.membership import MembershipRecord
 from chat_shared.ports.history import (
@@ -255,15 +256,19 @@ class CassandraHistoryStore:
         )
         return [str(r["conversation_id"]) for r in rows]
 
-    async def all_memberships(self) -> list[MembershipRecord]:
-        members: dict[str, set[str]] = defaultdict(set)
-        for row in await self._run("SELECT conversation_id, user_id FROM conversation_members"):
-            members[row["conversation_id"]].add(row["user_id"])
-        return [
-            MembershipRecord(row["id"], row["kind"], frozenset(members.get(row["id"], ())))
-            for row in await self._run("SELECT id, kind FROM conversations")
-            if row["kind"] is not None
-        ]
+    def membership_pages(self, page_size: int) -> AsyncIterator[list[MembershipRecord]]:
+        # A paged scan in token order; one partition's rows come together.
+        async def rows() -> AsyncIterator[list[tuple[str, str]]]:
+            async for page in self.store.pages(
+                "SELECT conversation_id, user_id FROM conversation_members",
+                fetch_size=page_size,
+            ):
+                yield [(r["conversation_id"], r["user_id"]) for r in page]
+
+        return membership_records(rows(), self._kinds)
+
+    async def _kinds(self, conversation_ids: list[str]) -> dict[str, str]:
+        return {c.id: c.kind for c in await self.get_conversations(conversation_ids)}
 
     # Messages ----------------------------------------------------------------------
 

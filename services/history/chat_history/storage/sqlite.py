@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
+from chat_history.storage.paging import membership_records
 from chat_shared.ingest import IngestedMessage
 from chat_shared.membership import MembershipRecord
 from chat_shared.ports.history import (
@@ -213,17 +214,33 @@ class SqliteHistoryStore:
 
         return await self.db.read(read)
 
-    async def all_memberships(self) -> list[MembershipRecord]:
-        def read(conn: sqlite3.Connection) -> list[MembershipRecord]:
-            members: dict[str, set[str]] = defaultdict(set)
-            for row in conn.execute("SELECT conversation_id, user_id FROM conversation_members"):
-                members[row["conversation_id"]].add(row["user_id"])
-            return [
-                MembershipRecord(row["id"], row["kind"], frozenset(members.get(row["id"], ())))
-                for row in conn.execute("SELECT id, kind FROM conversations")
-            ]
+    def membership_pages(self, page_size: int) -> AsyncIterator[list[MembershipRecord]]:
+        # Keyset pages over the primary key, one short read each: the writer is never
+        # held up by the scan.
+        def page_after(
+            after: tuple[str, str],
+        ) -> Callable[[sqlite3.Connection], list[tuple[str, str]]]:
+            def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+                rows = conn.execute(
+                    "SELECT conversation_id, user_id FROM conversation_members"
+                    " WHERE (conversation_id, user_id) > (?, ?)"
+                    " ORDER BY conversation_id, user_id LIMIT ?",
+                    (*after, page_size),
+                )
+                return [(str(r["conversation_id"]), str(r["user_id"])) for r in rows]
 
-        return await self.db.read(read)
+            return read
+
+        async def rows() -> AsyncIterator[list[tuple[str, str]]]:
+            after = ("", "")
+            while page := await self.db.read(page_after(after)):
+                yield page
+                after = page[-1]
+
+        return membership_records(rows(), self._kinds)
+
+    async def _kinds(self, conversation_ids: list[str]) -> dict[str, str]:
+        return {c.id: c.kind for c in await self.get_conversations(conversation_ids)}
 
     # Messages ----------------------------------------------------------------------
 
