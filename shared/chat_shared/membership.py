@@ -3,9 +3,9 @@
 History owns membership (its store is the truth). It writes this cache through after
 every membership change, fills it when it finds a conversation missing, and rebuilds it
 with a paged scan (one pod, in the background) whenever the ``members_loaded_key()``
-marker is gone (Redis lost its data); never at start-up. The ingest script and the gateway's fan-out only read it. Sets never
-expire; each holds :data:`MEMBERS_SENTINEL` besides the user ids, so "cached, nobody
-left" differs from "not cached".
+marker is gone (Redis lost its data); never at start-up. The ingest script and the
+gateway's fan-out only read it. Sets never expire; each holds :data:`MEMBERS_SENTINEL`
+besides the user ids, so "cached, nobody left" differs from "not cached".
 
 Two writers can race: a change written to the store, then a fill that read the store
 *before* that change, would leave a stale set forever (no TTL). So every write carries

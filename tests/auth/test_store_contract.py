@@ -141,19 +141,18 @@ async def test_search_by_prefix_in_username_order(store: AuthStore) -> None:
 
 async def test_update_profile(store: AuthStore) -> None:
     user, other = make_user(), make_user()
+    fresh = f"Fresh{secrets.token_hex(4)}@Example.org"
     await store.create_user(user)
     await store.create_user(other)
-    updated = await store.update_profile(
-        user.id, display_name="New Name", email="Fresh@Example.org"
-    )
+    updated = await store.update_profile(user.id, display_name="New Name", email=fresh)
     assert updated is not None
-    assert (updated.display_name, updated.email) == ("New Name", "Fresh@Example.org")
-    assert await store.find_by_email("fresh@example.org") == updated
+    assert (updated.display_name, updated.email) == ("New Name", fresh)
+    assert await store.find_by_email(fresh.lower()) == updated
     assert await store.find_by_email(user.email.lower()) is None
     with pytest.raises(EmailTaken):
         await store.update_profile(user.id, email=other.email)
     # Changing only the case of one's own email is not a conflict.
-    assert await store.update_profile(user.id, email="FRESH@example.org") is not None
+    assert await store.update_profile(user.id, email=fresh.upper()) is not None
     assert await store.update_profile(new_id(), display_name="x") is None
 
 

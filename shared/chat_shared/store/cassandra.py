@@ -17,12 +17,19 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cassandra import ConsistencyLevel, WriteType
+from cassandra import (
+    ConsistencyLevel,
+    OperationTimedOut,
+    WriteFailure,
+    WriteTimeout,
+    WriteType,
+)
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
     ExecutionProfile,
+    NoHostAvailable,
     ResponseFuture,
     Session,
 )
@@ -76,6 +83,17 @@ class StatementRetryPolicy(RetryPolicy):  # type: ignore[misc]
         if retry_num == 0 and query.is_idempotent:
             return self.RETRY_NEXT_HOST, None
         return self.RETHROW, None
+
+
+# Errors after which a write may or may not have been applied: the coordinator (or
+# the client) gave up waiting, but replicas may have the write. An LWT that ends in
+# one of these must be settled by a serial read, never assumed either way.
+OUTCOME_UNKNOWN: tuple[type[BaseException], ...] = (
+    WriteTimeout,
+    WriteFailure,
+    OperationTimedOut,
+    NoHostAvailable,
+)
 
 
 class CassandraStore:
@@ -132,10 +150,15 @@ class CassandraStore:
         idempotent: bool = True,
         prepared: bool = True,
         fetch_size: int = PAGE_SIZE,
+        serial: bool = False,
     ) -> AsyncIterator[list[Row]]:
         """Yield the result page by page. The next page is requested only when the
         caller asks for it, so memory holds one page; a caller that stops (or is
-        cancelled) leaves no fetch running behind it."""
+        cancelled) leaves no fetch running behind it.
+
+        ``serial`` reads at LOCAL_SERIAL: a Paxos read that first completes any
+        lightweight transaction in flight on the partition, which is how a writer
+        whose LWT timed out learns whether it applied."""
         statement: Statement
         if prepared:
             statement = (await self.prepare(cql, idempotent=idempotent)).bind(params)
@@ -144,6 +167,8 @@ class CassandraStore:
             statement = SimpleStatement(cql, is_idempotent=idempotent)
             args = list(params) or None
         statement.fetch_size = fetch_size
+        if serial:
+            statement.consistency_level = ConsistencyLevel.LOCAL_SERIAL
         pager = _Pager(asyncio.get_running_loop())
         self.statements_sent += 1
         response = self.session.execute_async(statement, args)
@@ -163,12 +188,15 @@ class CassandraStore:
         *,
         idempotent: bool = True,
         prepared: bool = True,
+        serial: bool = False,
     ) -> list[Row]:
         """Run one statement and return its rows. For results that fit in memory
         (a partition slice with a LIMIT, a point read, a write); stream anything
         larger with :meth:`pages`."""
         rows: list[Row] = []
-        async for page in self.pages(cql, params, idempotent=idempotent, prepared=prepared):
+        async for page in self.pages(
+            cql, params, idempotent=idempotent, prepared=prepared, serial=serial
+        ):
             rows.extend(page)
         return rows
 

@@ -1,0 +1,4 @@
+-- Nothing to change on SQLite: its unique indexes and single-writer transactions
+-- already give what Cassandra's version of this migration builds from lightweight
+-- transactions (fenced claims, a recorded refresh attempt, a spread search index).
+-- The version exists so both engines count the same schema history.
