@@ -40,6 +40,10 @@ from chat_shared.keys import (
 
 DEDUP_TTL_SECONDS = 24 * 3600
 MAX_CLIENT_ID_CHARS = 64
+# The default longest body. With UTF-8's 4 bytes per character at worst, 25,000
+# characters keep a full message partition (1,000 messages) under 100 MiB; see
+# chat_history.settings for the bound.
+DEFAULT_MAX_MESSAGE_CHARS = 25_000
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 # KEYS: dedup, seq, stream, members.  ARGV: id, conversation, sender, client_id, body, ttl,
@@ -153,7 +157,7 @@ class Ingest:
         redis: Redis,
         *,
         shards: int,
-        max_chars: int = 100_000,
+        max_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
         dedup_ttl_seconds: int = DEDUP_TTL_SECONDS,
         max_batch: int = 256,
     ) -> None:

@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from chat_shared.ingest import DEFAULT_MAX_MESSAGE_CHARS
+
 DEFAULT_SECRETS_DIR = "/run/secrets/chat"
 
 
@@ -103,7 +105,7 @@ class ChatSettings(BaseSettings):
         16, ge=1, le=1024, description="Number of ingest shard streams (fixed for a deployment)."
     )
     max_message_chars: int = Field(
-        100_000, ge=1, description="Longest message body, in characters."
+        DEFAULT_MAX_MESSAGE_CHARS, ge=1, description="Longest message body, in characters."
     )
 
     @property

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from chat_gateway import frames
 from chat_gateway.cursors import Cursor, format_cursor, parse_cursor
 from chat_shared.errors import ChatError
-from chat_shared.ingest import MAX_CLIENT_ID_CHARS, IngestedMessage
+from chat_shared.ingest import DEFAULT_MAX_MESSAGE_CHARS, MAX_CLIENT_ID_CHARS, IngestedMessage
 
 CLOSE_TOKEN_INVALID = 4401
 CLOSE_HEARTBEAT_TIMEOUT = 4408
@@ -109,7 +109,7 @@ class SessionLimits:
     send_rate: float = 20.0
     send_burst: int = 40
     typing_rate: float = 2.0
-    max_chars: int = 100_000
+    max_chars: int = DEFAULT_MAX_MESSAGE_CHARS
     heartbeat_interval: float = 5.0
     presence_timeout: float = 30.0
     # Rate-limited frames tolerated per window before the client counts as hammering

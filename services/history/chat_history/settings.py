@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
 
+from pydantic import Field, model_validator
+
+from chat_shared.ingest import MAX_CLIENT_ID_CHARS
 from chat_shared.settings import ChatSettings
 
 MAX_PAGE_LIMIT = 200
+
+# A store partition holds one bucket of a conversation's messages. Cassandra reads,
+# compacts and repairs a partition as one piece on each replica, and those costs grow
+# with its size; past about 100 MB they hurt. So the largest possible bucket (every
+# message at the maximum size) must stay under this bound.
+MAX_PARTITION_BYTES = 100 * 1024 * 1024
+# Beyond the body: the ids, client id, sender and times, and per-cell metadata.
+ROW_OVERHEAD_BYTES = 512 + 4 * MAX_CLIENT_ID_CHARS
+
+
+def largest_row_bytes(max_message_chars: int) -> int:
+    """A stored message at its largest: 4 bytes per character at worst in UTF-8."""
+    return 4 * max_message_chars + ROW_OVERHEAD_BYTES
 
 
 class HistorySettings(ChatSettings):
@@ -26,7 +42,9 @@ class HistorySettings(ChatSettings):
         ge=MAX_PAGE_LIMIT,
         description=(
             "Messages per store partition (bucket = seq // size). At least the largest "
-            "page, so one page reads at most two partitions. Fixed for a deployment."
+            "page, so one page reads at most two partitions, and small enough that a "
+            "partition of maximum-size messages stays under 100 MiB. Fixed for a "
+            "deployment."
         ),
     )
     consumer_enabled: bool = Field(
@@ -72,3 +90,17 @@ class HistorySettings(ChatSettings):
         description="How often history checks the membership cache marker, trims the "
         "streams and refreshes the lag gauges.",
     )
+
+    @model_validator(mode="after")
+    def _partitions_stay_bounded(self) -> Self:
+        largest = self.message_bucket_size * largest_row_bytes(self.max_message_chars)
+        if largest > MAX_PARTITION_BYTES:
+            fits = MAX_PARTITION_BYTES // largest_row_bytes(self.max_message_chars)
+            raise ValueError(
+                f"a partition of {self.message_bucket_size} messages of"
+                f" {self.max_message_chars} characters could reach {largest / 2**20:.0f} MiB,"
+                f" over the {MAX_PARTITION_BYTES // 2**20} MiB bound: lower"
+                f" CHAT_MESSAGE_BUCKET_SIZE to at most {fits} (and at least"
+                f" {MAX_PAGE_LIMIT}) or CHAT_MAX_MESSAGE_CHARS"
+            )
+        return self
