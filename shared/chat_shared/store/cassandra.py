@@ -104,6 +104,8 @@ class CassandraStore:
         # Statements sent (pages after the first not counted): what a caller's round
         # trips cost, for tests that pin a code path to a constant number of queries.
         self.statements_sent = 0
+        # Pages requested from the driver, the first of each statement included.
+        self.pages_requested = 0
 
     @classmethod
     def connect(cls, settings: ChatSettings, *, keyspace: str | None = None) -> CassandraStore:
@@ -171,6 +173,7 @@ class CassandraStore:
             statement.consistency_level = ConsistencyLevel.LOCAL_SERIAL
         pager = _Pager(asyncio.get_running_loop())
         self.statements_sent += 1
+        self.pages_requested += 1
         response = self.session.execute_async(statement, args)
         pager.attach(response)
         while True:
@@ -179,6 +182,7 @@ class CassandraStore:
             if not response.has_more_pages:
                 return
             pager.expect_page()
+            self.pages_requested += 1
             response.start_fetching_next_page()
 
     async def execute(
