@@ -67,6 +67,13 @@ class CassandraEndpoint:
             "cassandra_consistency": "LOCAL_QUORUM",
         }
 
+    def env(self, keyspace: str) -> dict[str, str]:
+        """The same, as the CHAT_ variables a service process reads."""
+        return {
+            f"CHAT_{name.upper()}": ",".join(value) if isinstance(value, list) else str(value)
+            for name, value in self.settings(keyspace).items()
+        }
+
 
 @pytest.fixture(scope="session")
 def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraEndpoint]:

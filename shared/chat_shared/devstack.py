@@ -1,8 +1,10 @@
 """The embedded stack behind ``make run``, also used by the end-to-end tests.
 
-Starts a Valkey server (unless ``CHAT_REDIS_URL`` points at one), applies the store
-migrations, then runs each service as its own process, the way a cluster would. Ctrl-C
-(SIGINT) or SIGTERM stops the services first, then Valkey, which flushes its AOF: an
+Starts a Valkey server (unless ``CHAT_REDIS_URL`` points at one) and, with
+``CHAT_STORE=cassandra`` and no ``CHAT_CASSANDRA_HOSTS``, a local Cassandra node whose
+data lives under the data directory; applies the store migrations, then runs each
+service as its own process, the way a cluster would. Ctrl-C (SIGINT) or SIGTERM stops
+the services first, then Valkey, which flushes its AOF, then the Cassandra node: an
 acknowledged message survives the restart.
 """
 
@@ -16,9 +18,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
+from chat_shared.cassandra_node import CassandraNode
 from chat_shared.embedded_redis import EmbeddedValkey
 from chat_shared.serve import SERVICES
 from chat_shared.settings import ChatSettings
@@ -104,6 +108,7 @@ class Stack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     valkey: EmbeddedValkey | None = None
+    cassandra: CassandraNode | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -130,9 +135,30 @@ class Stack:
             self.valkey = EmbeddedValkey(self.data_dir).start()
             self.redis_url = self.valkey.url
 
+    def start_store(self) -> None:
+        """Start a Cassandra node when the store is Cassandra and no cluster is named."""
+        named = {**os.environ, **self.extra_env}
+        if named.get("CHAT_STORE") != "cassandra" or named.get("CHAT_CASSANDRA_HOSTS"):
+            return
+        self.cassandra = CassandraNode(self.data_dir / "cassandra").start()
+        self.extra_env = {
+            **self.extra_env,
+            "CHAT_CASSANDRA_HOSTS": self.cassandra.host,
+            "CHAT_CASSANDRA_PORT": str(self.cassandra.native_port),
+        }
+
+    def settings(self) -> ChatSettings:
+        """The settings the services will read: the environment, then ``extra_env``."""
+        fields = ChatSettings.model_fields
+        values: dict[str, Any] = {
+            key[len("CHAT_") :].lower(): value
+            for key, value in self.extra_env.items()
+            if key.startswith("CHAT_") and key[len("CHAT_") :].lower() in fields
+        }
+        return ChatSettings(**{**values, "data_dir": self.data_dir})
+
     def migrate(self) -> None:
-        settings = ChatSettings(data_dir=self.data_dir)
-        migrate(settings, sorted(SERVICE_PACKAGES))
+        migrate(self.settings(), sorted(SERVICE_PACKAGES))
 
     def service(
         self,
@@ -159,6 +185,7 @@ class Stack:
     def start(self, names: list[str] | None = None) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.start_redis()
+        self.start_store()
         self.migrate()
         order = names or ["auth", "history", "gateway"]
         for name in order:
@@ -174,6 +201,8 @@ class Stack:
             proc.stop()
         if self.valkey is not None:
             self.valkey.stop()
+        if self.cassandra is not None:
+            self.cassandra.stop()
 
 
 def main() -> int:

@@ -22,8 +22,10 @@ MESSAGES = 10_000
 GROUP_SIZE = 5
 
 
-async def test_kill_9_a_gateway_under_load_loses_nothing(tmp_path: Path) -> None:
-    running = start_stack(tmp_path, gateways=2)
+async def test_kill_9_a_gateway_under_load_loses_nothing(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    running = await asyncio.to_thread(start_stack, tmp_path, gateways=2, env=store_env)
     try:
         users = await running.users(CLIENTS)
         groups = {}
