@@ -1,6 +1,6 @@
 """``make bench``: load a freshly started embedded stack and report what it carried.
 
-    python -m bench.run [--mode steady|step|connections|group] [--seconds 30] ...
+    python -m bench.run [--mode steady|step|connections|group|history] [--seconds 30] ...
 
 Every knob has a ``CHAT_BENCH_<NAME>`` environment variable (``CHAT_BENCH_SECONDS``...).
 The JSON result goes to stdout and to ``bench/results/<mode>-<time>.json``; a human table
@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add(
         "--mode",
-        choices=["steady", "step", "connections", "group"],
+        choices=["steady", "step", "connections", "group", "history"],
         default=env_default("mode", "steady"),
     )
     add("--seconds", type=float, default=env_default("seconds", 30.0), help="load per phase")
@@ -78,6 +78,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--group-members", type=int, default=env_default("group_members", 100))
     add("--group-senders", type=int, default=env_default("group_senders", 10))
     add("--drain-seconds", type=float, default=env_default("drain_seconds", 60.0))
+    add(
+        "--store",
+        choices=["sqlite", "cassandra", "both"],
+        default=env_default("store", "both"),
+        help="history mode: the engines to measure",
+    )
+    add("--messages", type=int, default=env_default("messages", 2000), help="history mode")
+    add("--page-reads", type=int, default=env_default("page_reads", 1000), help="history mode")
+    add("--page-limit", type=int, default=env_default("page_limit", 50), help="history mode")
     add("--profile", action="store_true", help="py-spy the first gateway during the first phase")
     add("--no-save", action="store_true", help="do not write bench/results/")
     add("--keep-logs", action="store_true", help="keep the run log and the stack's data")
@@ -92,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.connections import run_connections
 
         result |= asyncio.run(run_connections(args))
+    elif args.mode == "history":
+        from bench.history_pages import run_history_pages
+
+        result |= asyncio.run(run_history_pages(args))
     else:
         result |= asyncio.run(run_load(args))
     result["seconds_total"] = round(time.monotonic() - begun, 1)
