@@ -37,6 +37,7 @@ from chat_shared.keys import (
     shard_seq,
     shard_stream,
 )
+from chat_shared.scripts import LuaScript, run_batch
 
 DEDUP_TTL_SECONDS = 24 * 3600
 MAX_CLIENT_ID_CHARS = 64
@@ -166,7 +167,7 @@ class Ingest:
         self.max_chars = max_chars
         self.dedup_ttl_seconds = dedup_ttl_seconds
         self.max_batch = max_batch
-        self._script = redis.register_script(INGEST_LUA)
+        self._script = LuaScript(redis, INGEST_LUA)
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
         self._reseeding: dict[str, asyncio.Future[int]] = {}
         self._flush_scheduled = False
@@ -302,10 +303,9 @@ class Ingest:
         if not batch:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    await self._script(keys=keys, args=args, client=pipe)
-                results = await pipe.execute(raise_on_error=False)
+            results = await run_batch(
+                self.redis, [(self._script, keys, args) for keys, args, _ in batch]
+            )
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():

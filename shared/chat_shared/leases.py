@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from chat_shared.scripts import LuaScript
+
 # KEYS[1]: the lease; ARGV[1]: owner, ARGV[2]: new expiry in ms.  1 if renewed.
 RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -31,8 +33,8 @@ return 0
 class Leases:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._renew = redis.register_script(RENEW_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
+        self._renew = LuaScript(redis, RENEW_LUA)
+        self._release = LuaScript(redis, RELEASE_LUA)
 
     async def acquire(self, key: str, owner: str, ttl_ms: int) -> bool:
         return bool(await self.redis.set(key, owner, nx=True, px=ttl_ms))

@@ -35,6 +35,7 @@ from chat_shared.keys import (
     members_ticket_key,
     user_conversations,
 )
+from chat_shared.scripts import LuaScript, run_batch
 
 # KEYS[1]: counter.  Returns max(now in µs, last + 1) and stores it.
 TICKET_LUA = """
@@ -84,8 +85,8 @@ class MembershipCache:
     def __init__(self, redis: Redis, shards: int) -> None:
         self.redis = redis
         self.shards = shards
-        self._ticket_script = redis.register_script(TICKET_LUA)
-        self._replace_script = redis.register_script(REPLACE_LUA)
+        self._ticket_script = LuaScript(redis, TICKET_LUA)
+        self._replace_script = LuaScript(redis, REPLACE_LUA)
 
     # Reads -----------------------------------------------------------------------
 
@@ -146,17 +147,23 @@ class MembershipCache:
             return 0
         if ticket is None:
             ticket = await self.ticket()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                await self._replace_script(
-                    keys=[
+        replies = await run_batch(
+            self.redis,
+            [
+                (
+                    self._replace_script,
+                    [
                         members_key(record.conversation_id, self.shards),
                         members_ticket_key(record.conversation_id, self.shards),
                     ],
-                    args=[ticket, MEMBERS_SENTINEL, *sorted(record.members)],
-                    client=pipe,
+                    [ticket, MEMBERS_SENTINEL, *sorted(record.members)],
                 )
-            replies = await pipe.execute()
+                for record in records
+            ],
+        )
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         written = 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for record, reply in zip(records, replies, strict=True):

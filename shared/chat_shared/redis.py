@@ -1,27 +1,87 @@
-"""Redis/Valkey connections and key naming rules.
+"""Redis/Valkey connections: the one place that knows the topology.
 
-Keys that one server-side script touches share a hash tag, so every script stays in
-one slot under Redis Cluster: ``{s3}`` for ingest shard 3, ``{u<user id>}`` for a
-user's inbox, sessions and cursors.
+``CHAT_REDIS_MODE`` picks redis-py's own client for it: ``Redis`` for one server,
+``RedisCluster`` for a cluster (it follows MOVED/ASK and slot migrations), or the
+primary that Sentinel names (the pool asks the Sentinels again after a failover).
+Everything else takes the client it is given and never asks which one it is: every
+script and transaction touches keys of one hash tag, so the same commands run on all
+three. Keys that one server-side script touches share a hash tag: ``{s3}`` for ingest
+shard 3, ``{u<user id>}`` for a user's inbox, sessions and cursors.
 """
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from chat_shared.settings import ChatSettings
+
+# Above every blocking read we issue (XREAD/XREADGROUP block at most 5 s); redis-py's
+# own default of 5 s would cut those short.
+SOCKET_TIMEOUT_SECONDS = 30
+CONNECT_TIMEOUT_SECONDS = 5
 
 
-def connect_redis(url: str, *, max_connections: int = 64) -> Redis:
-    """A pooled client. Values are bytes; callers decode what they read."""
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def connect_redis(target: ChatSettings | str, *, max_connections: int = 64) -> Redis:
+    """A pooled client for the configured topology (a URL alone means one server).
+    Values are bytes; callers decode what they read.
+
+    The cluster client is typed as ``Redis``: it serves the same command API, which is
+    all the callers use (no cross-slot command, no MULTI over two tags)."""
+    if isinstance(target, str):
+        return _single(target, max_connections)
+    if target.redis_mode == "single":
+        return _single(target.redis_url, max_connections)
+    auth: dict[str, Any] = {
+        "username": target.redis_username,
+        "password": target.redis_password.get_secret_value() if target.redis_password else None,
+        "ssl": target.redis_tls,
+    }
+    timeouts: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "socket_keepalive": True,
+    }
+    if target.redis_mode == "cluster":
+        if not target.redis_nodes:
+            raise ValueError("CHAT_REDIS_MODE=cluster needs CHAT_REDIS_NODES")
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(*_address(node)) for node in target.redis_nodes],
+            max_connections=max_connections,
+            **auth,
+            **timeouts,
+        )
+        return cast(Redis, cluster)
+    if not target.redis_sentinels:
+        raise ValueError("CHAT_REDIS_MODE=sentinel needs CHAT_REDIS_SENTINELS")
+    sentinel = Sentinel(
+        [_address(node) for node in target.redis_sentinels],
+        sentinel_kwargs={**auth, **timeouts},
+        **auth,
+        **timeouts,
+    )
+    return sentinel.master_for(target.redis_master, max_connections=max_connections)
+
+
+def _single(url: str, max_connections: int) -> Redis:
     if not url:
         raise ValueError("CHAT_REDIS_URL is empty: start the embedded Valkey or set a URL")
     options: dict[str, object] = {
         "max_connections": max_connections,
         "timeout": 20,
         "health_check_interval": 30,
-        # Above every blocking read we issue (XREAD/XREADGROUP block at most 5 s);
-        # redis-py's own default of 5 s would cut those short.
-        "socket_timeout": 30,
-        "socket_connect_timeout": 5,
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
     }
     if not url.startswith("unix://"):
         options["socket_keepalive"] = True

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -63,6 +63,27 @@ class ChatSettings(BaseSettings):
             "embedded Valkey with AOF under the data dir and hands its URL to the services."
         ),
     )
+    redis_mode: Literal["single", "cluster", "sentinel"] = Field(
+        "single",
+        description=(
+            "Redis topology: one server (`CHAT_REDIS_URL`), a Redis/Valkey Cluster "
+            "(`CHAT_REDIS_NODES`) or a primary with replicas behind Sentinel "
+            "(`CHAT_REDIS_SENTINELS`, `CHAT_REDIS_MASTER`)."
+        ),
+    )
+    redis_nodes: StrList = Field(
+        default_factory=list,
+        description="Cluster mode: some nodes as host:port (comma separated); the rest are found.",
+    )
+    redis_sentinels: StrList = Field(
+        default_factory=list, description="Sentinel mode: the Sentinels as host:port."
+    )
+    redis_master: str = Field("chat", description="Sentinel mode: the monitored primary's name.")
+    redis_username: str | None = Field(None, description="Redis ACL user (cluster, sentinel).")
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password (cluster, sentinel; single mode puts it in the URL)."
+    )
+    redis_tls: bool = Field(False, description="TLS to the Redis nodes (cluster, sentinel).")
     store: Literal["sqlite", "cassandra"] = Field(
         "sqlite", description="Event store engine: embedded SQLite or Cassandra/ScyllaDB."
     )

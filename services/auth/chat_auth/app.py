@@ -69,7 +69,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         keyring = await asyncio.to_thread(
             Keyring.load, settings.keys_dir, generate=settings.signing_keys_generate
         )
-        redis = connect_redis(settings.redis_url)
+        redis = connect_redis(settings)
         store = await open_auth_store(settings)
         deps.redis, deps.store = redis, store
         purger: asyncio.Task[None] | None = None

@@ -70,7 +70,7 @@ def create_app(
     gateway_id = settings.gateway_id or default_gateway_id()
     base_metrics = ServiceMetrics("gateway")
     metrics = GatewayMetrics(base_metrics)
-    redis = connect_redis(settings.redis_url, max_connections=256)
+    redis = connect_redis(settings, max_connections=256)
 
     async def redis_check() -> CheckResult:
         await redis.ping()

@@ -44,6 +44,7 @@ from chat_shared.keys import (
     shard_stream,
 )
 from chat_shared.leases import Leases
+from chat_shared.scripts import ScriptCall, run_batch
 from chat_shared.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -226,14 +227,16 @@ class Fanout:
             for member in members[message.conversation_id]:
                 by_member[member].append(index)
         field_name = f"s{shard}"
-        script = self.inbox.append_script
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for member, indexes in by_member.items():
-                args: list[Any] = [field_name, self.inbox.maxlen]
-                for index in indexes:
-                    args += [entry_ids[index], payloads[index]]
-                await script(keys=self.inbox.append_keys(member), args=args, client=pipe)
-            results = await pipe.execute() if by_member else []
+        calls: list[ScriptCall] = []
+        for member, indexes in by_member.items():
+            args: list[Any] = [field_name, self.inbox.maxlen]
+            for index in indexes:
+                args += [entry_ids[index], payloads[index]]
+            calls.append((self.inbox.append_script, self.inbox.append_keys(member), args))
+        results = await run_batch(self.redis, calls)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result  # nothing is acknowledged: the batch is redone
 
         routes: dict[tuple[str, int], list[str]] = defaultdict(list)
         appends = 0

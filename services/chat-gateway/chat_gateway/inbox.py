@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 
 from chat_gateway.cursors import ORIGIN, Cursor, format_cursor, parse_cursor
 from chat_shared.keys import user_cursors, user_inbox, user_inbox_state, user_sessions
+from chat_shared.scripts import LuaScript
 
 # KEYS: inbox, state, sessions.  ARGV: shard field, maxlen, then (shard entry id, payload)
 # pairs in stream order: every message of one fan-out batch for this member, one call.
@@ -94,8 +95,8 @@ class Inbox:
     def __init__(self, redis: Redis, *, maxlen: int) -> None:
         self.redis = redis
         self.maxlen = maxlen
-        self.append_script = redis.register_script(INBOX_APPEND_LUA)
-        self._store_cursor = redis.register_script(STORE_CURSOR_LUA)
+        self.append_script = LuaScript(redis, INBOX_APPEND_LUA)
+        self._store_cursor = LuaScript(redis, STORE_CURSOR_LUA)
 
     async def page(self, user_id: str, after: Cursor, count: int) -> list[tuple[Cursor, bytes]]:
         """Entries strictly after ``after``, oldest first: (cursor, message json)."""

@@ -39,6 +39,7 @@ from chat_shared.keys import (
     user_presence,
     user_sessions,
 )
+from chat_shared.scripts import LuaScript
 from chat_shared.tasks import stop_if_cancelled
 
 if TYPE_CHECKING:
@@ -85,8 +86,8 @@ class Presence:
         self.gateway_id = gateway_id
         self.timeout = timeout
         self.shards = shards
-        self._register = redis.register_script(REGISTER_LUA)
-        self._unregister = redis.register_script(UNREGISTER_LUA)
+        self._register = LuaScript(redis, REGISTER_LUA)
+        self._unregister = LuaScript(redis, UNREGISTER_LUA)
         self.lingering: dict[str, Lingering] = {}
         self.transitions = 0
 

@@ -85,7 +85,7 @@ class HistoryRuntime:
         *,
         http_transport: httpx2.AsyncBaseTransport | None = None,
     ) -> HistoryRuntime:
-        redis = connect_redis(settings.redis_url)
+        redis = connect_redis(settings)
         http = httpx2.AsyncClient(transport=http_transport)
         try:
             store = await open_store(settings)

@@ -1,0 +1,58 @@
+"""Server-side Lua scripts, on one server, a cluster, or a primary just promoted.
+
+A script is called by its SHA1 (``EVALSHA``). A server that does not hold it (a fresh
+node, a restart without the script cache, a replica promoted by a failover) answers
+``NOSCRIPT`` without running anything, so the call is sent again with the full source
+(``EVAL``, which also caches it there): that is its one and only run. There is no load
+step to forget and nothing to redo after a failover.
+
+Many calls go in one pipelined round trip with :func:`run_batch`. redis-py refuses its
+own ``Script`` objects in cluster pipelines, so the calls are sent as plain commands;
+a cluster client routes each to the primary of its keys' slot. Every key a script
+touches is passed in ``KEYS`` and shares one hash tag, so each call stays in one slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+
+class LuaScript:
+    def __init__(self, redis: Redis, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.redis.eval(self.source, len(keys), *keys, *args)
+
+
+ScriptCall = tuple[LuaScript, Sequence[str], Sequence[Any]]
+
+
+async def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run the calls in one round trip (two when some server lacked a script). Returns
+    each call's reply, or the exception that call raised, in order."""
+    if not calls:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in missing:
+                script, keys, args = calls[i]
+                pipe.execute_command("EVAL", script.source, len(keys), *keys, *args)
+            for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+    return results
