@@ -170,57 +170,6 @@ async def test_cursor_older_than_the_inbox_gets_resync(
         await socket.close()
 
 
-async def test_slow_reader_is_closed_1013_and_resumes_without_loss(
-    start_gateway: GatewayFactory, minter: TokenMinter, members: Members
-) -> None:
-    # Bodies over the default limit, so a few frames fill the socket buffers.
-    gateway = await start_gateway(send_queue_frames=50, max_message_chars=60_000)
-    await members("c1", ["alice", "bob", "carol"])
-    # Alice sends and never reads her own echoes: her client library takes them off
-    # the socket unbounded, so only Bob is slow.
-    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"), max_queue=None)
-    await alice.start()
-    # Carol's client library takes frames off the socket as fast as they come (no
-    # queue bound of its own): she is the fast reader Bob is compared with.
-    carol = await ChatSocket.open(gateway.ws_url, minter.token("carol"), max_queue=None)
-    await carol.start()
-    bob = await ChatSocket.open(
-        gateway.ws_url, minter.token("bob"), device_id="slow", max_size=2**24
-    )
-    await bob.start()
-    # Bob stops reading; big bodies fill the socket buffers, then his queue.
-    bob.ws.transport.pause_reading()  # type: ignore[attr-defined]
-    body = "x" * 60_000
-    total = 200
-    carol_reads = asyncio.create_task(carol.messages(total, timeout=60))
-    for i in range(total):
-        await alice.send(type="send", client_id=f"k{i}", conversation_id="c1", body=body)
-    seen_by_carol = await carol_reads
-    assert [m["message"]["seq"] for m in seen_by_carol] == list(range(1, total + 1))
-
-    bob.ws.transport.resume_reading()  # type: ignore[attr-defined]
-    got = []
-    code = None
-    try:
-        while True:
-            frame = await bob.recv(timeout=20)
-            if frame["type"] == "message":
-                got.append(frame)
-    except Exception:
-        code = bob.ws.close_code
-    assert code == 1013
-    resume_from = got[-1]["cursor"] if got else bob.hello["cursor"]
-    bob = await ChatSocket.open(
-        gateway.ws_url, minter.token("bob"), device_id="slow", cursor=resume_from
-    )
-    await bob.start()
-    rest = await bob.messages(total - len(got), timeout=60)
-    seqs = [m["message"]["seq"] for m in got + rest]
-    assert seqs == list(range(1, total + 1))
-    for socket in (alice, bob, carol):
-        await socket.close()
-
-
 async def test_frame_over_the_size_limit_closes_1009(
     start_gateway: GatewayFactory, minter: TokenMinter
 ) -> None:

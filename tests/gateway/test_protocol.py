@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from chat_gateway.protocol import (
+    MAX_HELD_LIVE,
     Close,
     FetchInbox,
     Ingest,
@@ -263,6 +264,32 @@ def test_a_gap_fetches_the_inbox_and_holds_live_entries() -> None:
     effects = session.inbox_page([((11, 0), "m11"), ((12, 0), "m12")], complete=True)
     assert effects == [Send("m11"), Send("m12"), Send("m13")]
     assert session.deliver((11, 0), (10, 0), "m11") == [], "the late original is a duplicate"
+
+
+def test_a_full_queue_leaves_live_entries_in_the_inbox_and_catches_up_from_it() -> None:
+    session = core()
+    assert session.deliver((10, 0), (0, 0), "m10") == [Send("m10")]
+    # The socket's queue is full: nothing is queued, the session reads from the inbox.
+    assert session.deliver((11, 0), (10, 0), "m11", has_room=False) == [FetchInbox("10-0")]
+    assert session.deliver((12, 0), (11, 0), "m12", has_room=False) == [], "held meanwhile"
+    effects = session.inbox_page([((11, 0), "m11"), ((12, 0), "m12")], complete=True)
+    assert effects == [Send("m11"), Send("m12")]
+    assert session.deliver((13, 0), (12, 0), "m13") == [Send("m13")], "live again"
+
+
+def test_too_many_live_entries_while_fetching_are_read_again_from_the_inbox() -> None:
+    session = core()
+    assert session.deliver((1, 0), (0, 0), "m1", has_room=False) == [FetchInbox("0-0")]
+    for n in range(2, MAX_HELD_LIVE + 3):  # more than a session holds
+        assert session.deliver((n, 0), (n - 1, 0), f"m{n}") == []
+    # The page read before the last arrivals: one more round, not a silent drop.
+    page = [((n, 0), f"m{n}") for n in range(1, 100)]
+    effects = session.inbox_page(page, complete=True)
+    assert effects[-1] == FetchInbox("99-0")
+    assert len(session.held) <= MAX_HELD_LIVE
+    rest = [((n, 0), f"m{n}") for n in range(100, MAX_HELD_LIVE + 3)]
+    assert session.inbox_page(rest, complete=True)[-1] == Send(f"m{MAX_HELD_LIVE + 2}")
+    assert not session.fetching
 
 
 def test_replay_pages_until_complete_then_releases_held_entries() -> None:

@@ -256,7 +256,7 @@ def _close_codes() -> str:
         CLOSE_ABUSE: "kept sending over the rate limit, or an invalid device_id",
         1009: "frame over the size limit",
         CLOSE_RESTARTING: "the gateway is restarting: reconnect (any gateway) with your cursor",
-        CLOSE_SLOW_READER: "the client reads too slowly: reconnect with your cursor",
+        CLOSE_SLOW_READER: "the client stopped reading: reconnect with your cursor",
     }
     return "\n".join(f"- `{code}`: {text}" for code, text in codes.items())
 

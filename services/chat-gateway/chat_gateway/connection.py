@@ -2,9 +2,14 @@
 
 It feeds the core what arrives (frames, live deliveries, ticks), carries out the effects
 the core returns (write a frame, ingest, store a cursor, read the inbox...), and reports
-outcomes back to the core. Writes go through a bounded queue drained by one writer task:
-a client that reads too slowly fills its own queue and is closed with 1013, never
-slowing anybody else. Inbox replay is flow-controlled by the same queue.
+outcomes back to the core. Writes go through a queue drained by one writer task, which
+waits whenever the socket's buffer is full (the peer is not reading). The queue is
+bounded in frames and bytes; when it is full, live messages are not queued but left in
+the durable inbox, and the session reads them back in pages as fast as the socket
+drains (flow control), so a slow reader lags and catches up instead of being dropped,
+and never slows anybody else. Only a reader that takes nothing at all for
+``stalled_reader_seconds`` is closed, with 1013, and resumes from its cursor.
+Ephemeral events (typing, presence, receipts) are dropped while the queue is full.
 """
 
 from __future__ import annotations
@@ -69,7 +74,13 @@ class Connection:
         self.device_id = core.device_id
         self.session_id = core.session_id
         self.queue: deque[str] = deque()
+        self.queued_bytes = 0
         self.max_queue = runtime.settings.send_queue_frames
+        self.max_queue_bytes = runtime.settings.send_queue_bytes
+        self.stalled_after = runtime.settings.stalled_reader_seconds
+        # When the writer last finished a frame, or found the queue empty.
+        self.last_drained = time.monotonic()
+        self.frame_size = 1024  # a guess until the first replay page says better
         self._has_frames = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -98,13 +109,29 @@ class Connection:
             self.apply(self.core.receive_binary(now))
 
     def deliver(self, cursor: Cursor, prev: Cursor, text: str) -> None:
-        self.apply(self.core.deliver(cursor, prev, text))
+        self.apply(self.core.deliver(cursor, prev, text, has_room=self.has_room()))
 
     def push_event(self, text: str) -> None:
-        if not self.core.closed:
+        """An ephemeral event: sent if there is room, dropped otherwise."""
+        if not self.core.closed and self.has_room():
             self._enqueue(text)
 
+    def has_room(self) -> bool:
+        return len(self.queue) < self.max_queue and self.queued_bytes < self.max_queue_bytes
+
+    def _half_empty(self) -> bool:
+        return (
+            len(self.queue) <= self.max_queue // 2
+            and self.queued_bytes <= self.max_queue_bytes // 2
+        )
+
     def tick(self, now: float) -> None:
+        if self.queue and time.monotonic() - self.last_drained > self.stalled_after:
+            self.runtime.metrics.slow_reader_closes.inc()
+            self.queue.clear()
+            self.queued_bytes = 0
+            self.close(CLOSE_SLOW_READER, "stopped reading; reconnect with your cursor")
+            return
         self.apply(self.core.tick(now))
 
     def revoke(self) -> None:
@@ -170,10 +197,16 @@ class Connection:
         if start is None:
             return
         # Replay only as fast as the client reads: wait for room in the queue.
-        while len(self.queue) > self.max_queue // 2 and not self.core.closed:
+        while not self._half_empty() and not self.core.closed:
             self._room.clear()
             await self._room.wait()
-        count = max(1, min(REPLAY_PAGE, self.max_queue - len(self.queue)))
+        # Sized to the room in frames and, by the size of the last page's frames, in
+        # bytes: a page of big messages never overshoots the byte bound by much.
+        room_bytes = max(0, self.max_queue_bytes - self.queued_bytes)
+        count = max(
+            1,
+            min(REPLAY_PAGE, self.max_queue - len(self.queue), room_bytes // self.frame_size),
+        )
         try:
             page = await self.runtime.inbox.page(self.user_id, start, count)
         except (RedisError, OSError) as exc:
@@ -186,6 +219,8 @@ class Connection:
             (cursor, frames.message(format_cursor(cursor), payload.decode()))
             for cursor, payload in page
         ]
+        if entries:
+            self.frame_size = max(1, sum(len(text) for _, text in entries) // len(entries))
         self.apply(self.core.inbox_page(entries, complete=len(page) < count))
 
     async def _store_cursor(self, cursor: str) -> None:
@@ -219,14 +254,13 @@ class Connection:
     # Writing ---------------------------------------------------------------------------
 
     def _enqueue(self, text: str) -> None:
+        # Messages wait in the inbox while the queue is full, and events are dropped,
+        # so what still arrives here then is the session's own traffic (hello, acks,
+        # errors, replay pages sized to the room): bounded by the send rate limits.
         if self.close_code is not None:
             return
-        if len(self.queue) >= self.max_queue:
-            self.runtime.metrics.slow_reader_closes.inc()
-            self.queue.clear()
-            self.close(CLOSE_SLOW_READER, "reading too slowly; reconnect with your cursor")
-            return
         self.queue.append(text)
+        self.queued_bytes += len(text)
         self._has_frames.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -246,11 +280,14 @@ class Connection:
                 while queue and self.close_code is None:
                     text = queue.popleft()
                     await send({"type": "websocket.send", "text": text})
+                    self.queued_bytes -= len(text)
+                    self.last_drained = time.monotonic()
                     frames_out.inc()
-                    if not self._room.is_set() and len(queue) <= self.max_queue // 2:
+                    if not self._room.is_set() and self._half_empty():
                         self._room.set()
                 if self.close_code is not None:
                     break
+                self.last_drained = time.monotonic()
                 self._has_frames.clear()
                 await self._has_frames.wait()
             # A reader that stopped reading may never take the close frame: bound it.

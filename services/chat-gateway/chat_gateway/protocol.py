@@ -30,6 +30,9 @@ CLOSE_TOO_MANY_CONNECTIONS = 4429
 CLOSE_ABUSE = 1008
 CLOSE_RESTARTING = 1012
 CLOSE_SLOW_READER = 1013
+# Live entries a fetching session holds at most; past that it drops them and reads
+# them from the inbox instead (they are there already).
+MAX_HELD_LIVE = 256
 
 
 # Effects the I/O layer carries out.
@@ -134,6 +137,9 @@ class SessionCore:
         # the session is registered (and receiving) before its start cursor is known.
         self.fetching = True
         self.held: list[tuple[Cursor, Cursor, str]] = []
+        # Live entries dropped while fetching (too many to hold): the fetch must go
+        # round once more when it completes, since they may have arrived after it read.
+        self.refetch = False
         self.last_heartbeat = self.now
         self.closed = False
         self.sends = TokenBucket(self.limits.send_rate, self.limits.send_burst)
@@ -284,13 +290,25 @@ class SessionCore:
 
     # Inbox delivery --------------------------------------------------------------------
 
-    def deliver(self, cursor: Cursor, prev: Cursor, text: str) -> list[Effect]:
-        """A live inbox entry for this user."""
+    def deliver(
+        self, cursor: Cursor, prev: Cursor, text: str, *, has_room: bool = True
+    ) -> list[Effect]:
+        """A live inbox entry for this user. ``has_room`` is false when the socket's
+        queue is full: the entry is then left in the inbox (it is durable there) and
+        the session catches up by fetching pages as fast as the socket drains. This is
+        flow control: a slow reader lags, it is not dropped."""
         if self.closed or cursor <= self.last_cursor:
             return []
         if self.fetching:
-            self.held.append((cursor, prev, text))
+            if len(self.held) < MAX_HELD_LIVE:
+                self.held.append((cursor, prev, text))
+            else:
+                self.held.clear()
+                self.refetch = True
             return []
+        if not has_room:
+            self.fetching = True
+            return [FetchInbox(format_cursor(self.last_cursor))]
         if prev <= self.last_cursor:
             self.last_cursor = cursor
             return [Send(text)]
@@ -306,7 +324,8 @@ class SessionCore:
             if cursor > self.last_cursor:
                 self.last_cursor = cursor
                 effects.append(Send(text))
-        if not complete:
+        if not complete or self.refetch:
+            self.refetch = False
             effects.append(FetchInbox(format_cursor(self.last_cursor)))
             return effects
         self.fetching = False

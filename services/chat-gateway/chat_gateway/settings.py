@@ -40,7 +40,19 @@ class GatewaySettings(ChatSettings):
     send_queue_frames: int = Field(
         2_000,
         ge=10,
-        description="Frames buffered per socket; a reader slower than that is closed with 1013.",
+        description="Frames queued per socket; past that, messages wait in the inbox and "
+        "the socket catches up from it as fast as it reads (flow control).",
+    )
+    send_queue_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes queued per socket, the same flow control by size.",
+    )
+    stalled_reader_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A socket that takes no frame for this long while frames wait is "
+        "closed with 1013 (it resumes from its cursor).",
     )
     presence_timeout: float = Field(
         30.0, gt=0, description="Seconds without a heartbeat before a device counts as gone."
