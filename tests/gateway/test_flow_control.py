@@ -34,8 +34,10 @@ def seqs(frames: list[dict[str, object]]) -> list[object]:
 
 
 async def open_three(
-    gateway: RunningGateway, minter: TokenMinter
-) -> tuple[ChatSocket, ChatSocket, ChatSocket]:
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members, **settings: object
+) -> tuple[RunningGateway, ChatSocket, ChatSocket, ChatSocket]:
+    gateway = await start_gateway(**SMALL_QUEUE, max_message_chars=60_000, **settings)
+    await members("c1", ["alice", "bob", "carol"])
     # Alice sends and Carol reads, both taking every frame off the socket at once
     # (no client-side queue bound); Bob is the reader the tests slow down.
     alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"), max_queue=None)
@@ -45,19 +47,21 @@ async def open_three(
     )
     for socket in (alice, carol, bob):
         await socket.start()
-    return alice, carol, bob
+    return gateway, alice, carol, bob
+
+
+async def burst_while_bob_is_paused(alice: ChatSocket, carol: ChatSocket, bob: ChatSocket) -> None:
+    bob.ws.transport.pause_reading()  # type: ignore[attr-defined]
+    carol_reads = asyncio.create_task(carol.messages(BURST, timeout=60))
+    await burst(alice)
+    assert seqs(await carol_reads) == list(range(1, BURST + 1)), "Carol is never held up"
 
 
 async def test_a_reader_paused_under_a_burst_catches_up_without_a_close(
     start_gateway: GatewayFactory, minter: TokenMinter, members: Members
 ) -> None:
-    gateway = await start_gateway(**SMALL_QUEUE, max_message_chars=60_000)
-    await members("c1", ["alice", "bob", "carol"])
-    alice, carol, bob = await open_three(gateway, minter)
-    bob.ws.transport.pause_reading()  # type: ignore[attr-defined]
-    carol_reads = asyncio.create_task(carol.messages(BURST, timeout=60))
-    await burst(alice)
-    assert seqs(await carol_reads) == list(range(1, BURST + 1))
+    _, alice, carol, bob = await open_three(start_gateway, minter, members)
+    await burst_while_bob_is_paused(alice, carol, bob)
     await asyncio.sleep(10)  # Bob stays away for a while, as a phone in a tunnel
     bob.ws.transport.resume_reading()  # type: ignore[attr-defined]
     assert seqs(await bob.messages(BURST, timeout=60)) == list(range(1, BURST + 1))
@@ -69,15 +73,10 @@ async def test_a_reader_paused_under_a_burst_catches_up_without_a_close(
 async def test_a_stalled_reader_is_closed_1013_and_resumes_without_loss(
     start_gateway: GatewayFactory, minter: TokenMinter, members: Members
 ) -> None:
-    gateway = await start_gateway(
-        **SMALL_QUEUE, max_message_chars=60_000, stalled_reader_seconds=STALL_SECONDS
+    gateway, alice, carol, bob = await open_three(
+        start_gateway, minter, members, stalled_reader_seconds=STALL_SECONDS
     )
-    await members("c1", ["alice", "bob", "carol"])
-    alice, carol, bob = await open_three(gateway, minter)
-    bob.ws.transport.pause_reading()  # type: ignore[attr-defined]
-    carol_reads = asyncio.create_task(carol.messages(BURST, timeout=60))
-    await burst(alice)
-    assert seqs(await carol_reads) == list(range(1, BURST + 1))
+    await burst_while_bob_is_paused(alice, carol, bob)
     await asyncio.sleep(STALL_SECONDS * 2)  # Bob stays away past the stall limit
 
     bob.ws.transport.resume_reading()  # type: ignore[attr-defined]
@@ -115,9 +114,7 @@ def busy_cores() -> AsyncIterator[None]:
 async def test_a_fast_reader_is_never_closed_with_the_cores_busy(
     start_gateway: GatewayFactory, minter: TokenMinter, members: Members
 ) -> None:
-    gateway = await start_gateway(**SMALL_QUEUE, max_message_chars=60_000)
-    await members("c1", ["alice", "bob", "carol"])
-    alice, carol, bob = await open_three(gateway, minter)
+    _, alice, carol, bob = await open_three(start_gateway, minter, members)
     readers = [asyncio.create_task(s.messages(BURST, timeout=90)) for s in (carol, bob)]
     await burst(alice)
     for reader in readers:
