@@ -225,7 +225,7 @@ async def test_the_consumer_keeps_retrying_while_redis_is_away(
     try:
         deadline, failures = time.monotonic() + 10, 0
         while failures < 3:  # each failed round is logged, and the loop goes on
-            failures = sum(r.getMessage() == "last-active round failed" for r in caplog.records)
+            failures = sum(r.getMessage() == "stream round failed" for r in caplog.records)
             assert not task.done(), task
             assert time.monotonic() < deadline, f"only {failures} failed rounds logged"
             await asyncio.sleep(0.02)

@@ -4,9 +4,8 @@ real SQLite file: batches, replays, claims, dead letters, lag."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,9 +22,16 @@ from chat_shared.keys import (
     READ_MARKERS_STREAM,
     shard_stream,
 )
+from chat_shared.streams import Entry, GroupWorker
 from tests.history.conftest import StartHistory, Users
 from tests.history.helpers import Api
 from tests.support.tokens import TokenMinter
+from tests.support.waiting import running
+
+
+async def read_new(worker: GroupWorker) -> list[Entry]:
+    """What a reader of each stream takes in one round (new entries only)."""
+    return [entry for stream in worker.streams for entry in await worker.read(stream, ">")]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
@@ -34,17 +40,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def running(work: Awaitable[None]) -> AsyncIterator[None]:
-    task = asyncio.ensure_future(work)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def pending(redis: Redis, shards: int, group: str = HISTORY_GROUP) -> int:
@@ -98,7 +93,7 @@ async def test_replayed_entries_are_not_stored_twice(
     await post(runtime, users.alice, conversation, 10)
     consumer = consumer_for(runtime, settings)
     await consumer.worker.ensure_groups()
-    entries = await consumer.worker.read_new()
+    entries = await read_new(consumer.worker)
     assert len(entries) == 10
     await consumer.handle(entries)
     await consumer.handle(entries)  # as after a crash between the write and the XACK
@@ -114,7 +109,7 @@ async def test_entries_of_a_dead_consumer_are_claimed(
     await post(runtime, users.alice, conversation, 12)
     dead = consumer_for(runtime, settings, name="dead")
     await dead.worker.ensure_groups()
-    assert len(await dead.worker.read_new()) == 12  # taken, never acknowledged
+    assert len(await read_new(dead.worker)) == 12  # taken, never acknowledged
     async with running(consumer_for(runtime, settings, name="survivor").run()):
         await eventually(lambda: _stored(runtime, conversation, 12), "claimed entries stored")
         await eventually(lambda: _none_pending(redis, settings), "acknowledgements")
@@ -266,9 +261,9 @@ async def test_names_of_long_gone_consumers_are_forgotten(
     await post(runtime, users.alice, conversation, 2)
     gone, holding, me = (consumer_for(runtime, settings, name) for name in ("gone", "hold", "me"))
     await gone.worker.ensure_groups()
-    await gone.handle(await gone.worker.read_new())  # read and acknowledged: holds nothing
+    await gone.handle(await read_new(gone.worker))  # read and acknowledged: holds nothing
     await post(runtime, users.alice, conversation, 4)
-    assert await holding.worker.read_new(), "this one keeps entries pending"
+    assert await read_new(holding.worker), "this one keeps entries pending"
     assert await me.worker.forget_idle_consumers(idle_ms=-1) >= settings.ingest_shards
     names: dict[str, set[bytes]] = {}
     for shard in range(settings.ingest_shards):

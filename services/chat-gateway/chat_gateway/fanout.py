@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat_gateway.inbox import Inbox
@@ -45,11 +44,20 @@ from chat_shared.keys import (
 )
 from chat_shared.leases import Leases
 from chat_shared.scripts import ScriptCall, run_batch
+from chat_shared.streams import Entry, GroupWorker
 from chat_shared.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
 DELIVERY_STREAM_MAXLEN = 100_000
+
+
+class LeaseLost(RuntimeError):
+    """This gateway no longer holds the shard: it must not deliver from it."""
+
+
+class MembersNotCached(RuntimeError):
+    """Some conversations of the batch have no cached members (yet)."""
 
 
 @dataclass
@@ -126,7 +134,7 @@ class Fanout:
                 started = time.monotonic()
                 if await self.leases.acquire(shard_lease(shard), self.gateway_id, self.lease_ms):
                     self._valid_until[shard] = started + self.lease_ms / 1000 * 0.8
-                    self._workers[shard] = asyncio.create_task(self._work(shard))
+                    self._workers[shard] = asyncio.create_task(self._worker(shard).run())
                     self.stats.held.add(shard)
                     log.info("took fanout lease", extra={"shard": shard})
 
@@ -158,49 +166,29 @@ class Fanout:
 
     # Work ----------------------------------------------------------------------------
 
-    async def _work(self, shard: int) -> None:
+    def _worker(self, shard: int) -> GroupWorker:
+        # One consumer name per shard, shared by whoever holds its lease: a new holder
+        # first re-reads what the previous one left pending (the worker's recovery
+        # rule), so nothing needs claiming. No dead letters: a message must reach
+        # every inbox, so a batch is retried until it does.
         stream = shard_stream(shard)
-        consumer = f"s{shard}"
-        # Pending entries of the shard's consumer first (left by a previous holder),
-        # then new ones.
-        next_id = "0"
-        while self._holds(shard):
-            stop_if_cancelled()
-            try:
-                reply = await self.redis.xreadgroup(
-                    FANOUT_GROUP,
-                    consumer,
-                    {stream: next_id},
-                    count=self.batch,
-                    block=None if next_id == "0" else 1000,
-                )
-                entries = reply[0][1] if reply else []
-                if next_id == "0" and not entries:
-                    next_id = ">"
-                    continue
-                if entries and self._holds(shard):
-                    await self._fan_out(shard, stream, entries)
-            except asyncio.CancelledError:
-                raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    await self._create_group(stream)
-                    continue
-                log.exception("fanout batch failed", extra={"shard": shard})
-                await asyncio.sleep(0.5)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning(
-                    "fanout redis error", extra={"shard": shard, "error": type(exc).__name__}
-                )
-                await asyncio.sleep(0.5)
-                next_id = "0"
 
-    async def _create_group(self, stream: str) -> None:
-        try:
-            await self.redis.xgroup_create(stream, FANOUT_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        async def handle(entries: list[Entry]) -> None:
+            if not self._holds(shard):
+                raise LeaseLost(shard)  # the balance loop stops this worker
+            await self._fan_out(shard, stream, [(e.id, e.fields) for e in entries])
+
+        return GroupWorker(
+            self.redis,
+            group=FANOUT_GROUP,
+            streams=[stream],
+            consumer=f"s{shard}",
+            handler=handle,
+            batch_size=self.batch,
+            block_ms=1000,
+            claim_idle_ms=None,
+            in_flight=1,
+        )
 
     async def _fan_out(self, shard: int, stream: str, entries: list[Any]) -> None:
         # Entries trimmed while pending come back without fields: nothing to deliver.
@@ -211,10 +199,9 @@ class Fanout:
         missing = [c for c in conversations if c not in members]
         if missing:
             # Membership vanished from Redis (data loss); history rebuilds it. Wait
-            # rather than skip: skipping would lose the message for every member.
-            log.warning("members not cached; waiting", extra={"conversations": missing[:5]})
-            await asyncio.sleep(0.5)
-            return
+            # rather than skip: skipping would lose the message for every member. The
+            # worker tries the same batch again after a pause.
+            raise MembersNotCached(missing[:5])
 
         # One script call per member carries all of that member's messages in this
         # batch (in stream order): far fewer calls than one per member and message.

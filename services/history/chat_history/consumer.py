@@ -31,22 +31,24 @@ from chat_history.metrics import HistoryMetrics
 from chat_history.read_markers import ReadMarkerConsumer
 from chat_history.runtime import HistoryRuntime
 from chat_history.settings import HistorySettings
-from chat_history.streams import Entry, GroupWorker, unique_consumer_name
 from chat_shared.ingest import Ingest, IngestedMessage, message_from_entry
 from chat_shared.keys import DEAD_LETTER_STREAM, HISTORY_GROUP, shard_stream
 from chat_shared.logs import configure_logging
 from chat_shared.ports.history import HistoryStore, SeqConflict
+from chat_shared.streams import DeadLetters, Entry, GroupWorker, unique_consumer_name
 from chat_shared.web.observability import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-_MAX_ERROR_CHARS = 500
-_MAX_REMEMBERED_ERRORS = 10_000
-
 
 def _describe(exc: BaseException) -> str:
     # Exception texts of the parser and the store name fields, never message bodies.
-    return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+    return f"{type(exc).__name__}: {exc}"
+
+
+class StoreUnavailable(RuntimeError):
+    """Nothing in the batch could be stored and the store does not answer: the worker
+    tries the batch again later, without counting a delivery."""
 
 
 class HistoryConsumer:
@@ -63,7 +65,6 @@ class HistoryConsumer:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self.dead_letter_after = settings.dead_letter_after
         self.worker = GroupWorker(
             redis,
             group=HISTORY_GROUP,
@@ -74,9 +75,9 @@ class HistoryConsumer:
             block_ms=settings.consumer_block_ms,
             claim_idle_ms=settings.claim_idle_ms,
             claim_interval_seconds=settings.claim_interval_seconds,
+            dead_letters=DeadLetters(DEAD_LETTER_STREAM, after=settings.dead_letter_after),
+            on_dead_letter=metrics.dead_lettered.inc,
         )
-        # The last failure seen per entry id, written into its dead-letter record.
-        self._errors: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -90,48 +91,48 @@ class HistoryConsumer:
 
     async def handle(self, entries: list[Entry]) -> None:
         self.metrics.redelivered.inc(sum(1 for e in entries if e.deliveries > 1))
-        exhausted: list[Entry] = []
         vanished: list[Entry] = []
         parsed: list[tuple[Entry, IngestedMessage]] = []
         for entry in entries:
-            if entry.deliveries > self.dead_letter_after:
-                exhausted.append(entry)
-            elif not entry.fields:
+            if not entry.fields:
                 # Deleted while pending: nothing left to store.
                 vanished.append(entry)
-            else:
-                try:
-                    parsed.append((entry, message_from_entry(entry.fields)))
-                except Exception as exc:  # malformed: retried, then dead-lettered
-                    self._remember_error(entry.id, exc)
-        stored, conflicts = await self._persist(parsed)
-        done = [entry for entry, _ in stored] + vanished
-        await self.worker.ack(done)
-        for entry in done:
-            self._errors.pop(entry.id, None)
+                continue
+            try:
+                parsed.append((entry, message_from_entry(entry.fields)))
+            except Exception as exc:  # malformed: read again, then dead-lettered
+                self.worker.note_failure(entry, _describe(exc))
+        stored, conflicts, failed = await self._persist(parsed)
+        if failed and not stored and not conflicts and not await self._store_answers():
+            raise StoreUnavailable(f"{len(failed)} messages not stored")
+        await self.worker.ack([entry for entry, _ in stored] + vanished)
         if conflicts:
             self.metrics.seq_conflicts.inc(len(conflicts))
             for entry, conflict in conflicts:
-                self._errors[entry.id] = (
+                self.worker.note_failure(
+                    entry,
                     f"seq conflict: {conflict.message.conversation_id}/{conflict.message.seq}"
-                    f" holds message {conflict.stored_id}, not {conflict.message.id}"
+                    f" holds message {conflict.stored_id}, not {conflict.message.id}",
                 )
-            exhausted.extend(entry for entry, _ in conflicts)
-        if exhausted:
-            await self._dead_letter(exhausted)
+            # Retrying can never succeed, and dropping would lose it without a trace.
+            await self.worker.dead_letter([entry for entry, _ in conflicts])
         self.metrics.persisted.inc(len(stored))
         await self._mark_own_messages_read([message for _, message in stored])
 
     async def _persist(
         self, batch: Sequence[tuple[Entry, IngestedMessage]]
-    ) -> tuple[list[tuple[Entry, IngestedMessage]], list[tuple[Entry, SeqConflict]]]:
+    ) -> tuple[
+        list[tuple[Entry, IngestedMessage]],
+        list[tuple[Entry, SeqConflict]],
+        list[Entry],
+    ]:
         """Store the batch; on failure store entry by entry to isolate the bad ones.
-        Returns what is stored and what conflicts with a stored message."""
+        Returns what is stored, what conflicts with a stored message, what failed."""
         if not batch:
-            return [], []
+            return [], [], []
         try:
             conflicts = await self.store.save_messages([message for _, message in batch])
-            return _split(batch, conflicts)
+            return (*_split(batch, conflicts), [])
         except Exception as exc:
             log.warning(
                 "batch write failed; retrying one by one",
@@ -139,48 +140,25 @@ class HistoryConsumer:
             )
         stored: list[tuple[Entry, IngestedMessage]] = []
         conflicting: list[tuple[Entry, SeqConflict]] = []
+        failed: list[Entry] = []
         for entry, message in batch:
             try:
                 found = await self.store.save_messages([message])
             except Exception as exc:
-                self._remember_error(entry.id, exc)
+                self.worker.note_failure(entry, _describe(exc))
+                failed.append(entry)
                 continue
             ok, bad = _split([(entry, message)], found)
             stored += ok
             conflicting += bad
-        return stored, conflicting
+        return stored, conflicting, failed
 
-    def _remember_error(self, entry_id: str, exc: BaseException) -> None:
-        if len(self._errors) >= _MAX_REMEMBERED_ERRORS:
-            # Entries another process finished leave stale records; start afresh.
-            self._errors.clear()
-        self._errors[entry_id] = _describe(exc)
-
-    async def _dead_letter(self, entries: Sequence[Entry]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                error = self._errors.pop(
-                    entry.id,
-                    f"not stored after {entry.deliveries - 1} deliveries",
-                )
-                record: dict[bytes | str, bytes | str | int] = {
-                    "_stream": entry.stream,
-                    "_id": entry.id,
-                    "_group": HISTORY_GROUP,
-                    "_deliveries": entry.deliveries - 1,
-                    "_error": error,
-                }
-                # The original fields travel along so an operator can replay the entry.
-                for key, value in entry.fields.items():
-                    record[b"f:" + key] = value
-                pipe.xadd(DEAD_LETTER_STREAM, record)
-                pipe.xack(entry.stream, HISTORY_GROUP, entry.id)
-                log.error(
-                    "entry moved to the dead-letter stream",
-                    extra={"stream": entry.stream, "entry_id": entry.id, "error": error},
-                )
-            await pipe.execute()
-        self.metrics.dead_lettered.inc(len(entries))
+    async def _store_answers(self) -> bool:
+        try:
+            await self.store.ping()
+        except Exception:
+            return False
+        return True
 
     async def _mark_own_messages_read(self, messages: Sequence[IngestedMessage]) -> None:
         # A sender has read what they sent: move their marker (forward only).

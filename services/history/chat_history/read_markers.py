@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from chat_history.membership import Membership
 from chat_history.messages import Timeline
 from chat_history.metrics import HistoryMetrics
-from chat_history.streams import Entry, GroupWorker, unique_consumer_name
 from chat_shared.errors import Invalid
 from chat_shared.keys import READ_MARKERS_STREAM
+from chat_shared.streams import Entry, GroupWorker, unique_consumer_name
 
 if TYPE_CHECKING:
     from chat_history.runtime import HistoryRuntime

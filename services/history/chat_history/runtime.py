@@ -23,7 +23,6 @@ from chat_history.metrics import HistoryMetrics
 from chat_history.read_markers import READS_GROUP, ReadMarkers
 from chat_history.settings import HistorySettings
 from chat_history.storage import open_store
-from chat_history.streams import GroupWorker, ensure_group
 from chat_history.tail import UnpersistedTail
 from chat_shared.ingest import Ingest
 from chat_shared.keys import CONSUMER_GROUPS, HISTORY_GROUP, READ_MARKERS_STREAM, shard_stream
@@ -31,6 +30,7 @@ from chat_shared.membership import MembershipCache
 from chat_shared.ports.history import HistoryStore, UserDirectory
 from chat_shared.redis import connect_redis
 from chat_shared.retention import trim_shard_streams, trim_stream
+from chat_shared.streams import GroupWorker, ensure_group
 from chat_shared.tasks import stop_if_cancelled
 from chat_shared.web.observability import CheckResult
 
