@@ -1,6 +1,7 @@
 """The embedded stack behind ``make run``, also used by the end-to-end tests.
 
-Starts a Valkey server (unless ``CHAT_REDIS_URL`` points at one) and, with
+Starts the Redis topology ``CHAT_REDIS_MODE`` names (one Valkey, a cluster, or a
+Sentinel set) unless its servers are given, and, with
 ``CHAT_STORE=cassandra`` and no ``CHAT_CASSANDRA_HOSTS``, a local Cassandra node whose
 data lives under the data directory; applies the store migrations, then runs each
 service as its own process, the way a cluster would. Ctrl-C (SIGINT) or SIGTERM stops
@@ -24,6 +25,7 @@ import httpx2
 
 from chat_shared.cassandra_node import CassandraNode
 from chat_shared.embedded_redis import EmbeddedValkey
+from chat_shared.redis_topologies import LocalCluster, LocalSentinel
 from chat_shared.serve import SERVICES
 from chat_shared.settings import ChatSettings
 from chat_shared.store.migrate import SERVICE_PACKAGES, migrate
@@ -108,6 +110,8 @@ class Stack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     valkey: EmbeddedValkey | None = None
+    redis_cluster: LocalCluster | None = None
+    redis_sentinel: LocalSentinel | None = None
     cassandra: CassandraNode | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -131,9 +135,33 @@ class Stack:
         }
 
     def start_redis(self) -> None:
-        if not self.redis_url:
+        """Start the configured Redis topology locally unless its servers are named:
+        one Valkey, a three-primary cluster, or a primary, a replica and three
+        Sentinels, all under the data directory."""
+        named = {**os.environ, **self.extra_env}
+        mode = named.get("CHAT_REDIS_MODE", "single")
+        if mode == "cluster" and not named.get("CHAT_REDIS_NODES"):
+            self.redis_cluster = LocalCluster(self.data_dir / "redis-cluster").start()
+            self.extra_env = {**self.extra_env, "CHAT_REDIS_NODES": self.redis_cluster.nodes}
+        elif mode == "sentinel" and not named.get("CHAT_REDIS_SENTINELS"):
+            self.redis_sentinel = LocalSentinel(self.data_dir / "redis-sentinel").start()
+            self.extra_env = {
+                **self.extra_env,
+                "CHAT_REDIS_SENTINELS": self.redis_sentinel.sentinel_addresses,
+                "CHAT_REDIS_MASTER": self.redis_sentinel.master_name,
+            }
+        elif mode == "single" and not self.redis_url:
             self.valkey = EmbeddedValkey(self.data_dir).start()
             self.redis_url = self.valkey.url
+
+    def redis_description(self) -> str:
+        named = {**os.environ, **self.extra_env}
+        mode = named.get("CHAT_REDIS_MODE", "single")
+        if mode == "cluster":
+            return f"cluster {named.get('CHAT_REDIS_NODES', '')}"
+        if mode == "sentinel":
+            return f"sentinel {named.get('CHAT_REDIS_SENTINELS', '')}"
+        return self.redis_url
 
     def start_store(self) -> None:
         """Start a Cassandra node when the store is Cassandra and no cluster is named."""
@@ -199,8 +227,9 @@ class Stack:
             proc.signal(signal.SIGTERM)
         for proc in self.services.values():
             proc.stop()
-        if self.valkey is not None:
-            self.valkey.stop()
+        for redis in (self.valkey, self.redis_cluster, self.redis_sentinel):
+            if redis is not None:
+                redis.stop()
         if self.cassandra is not None:
             self.cassandra.stop()
 
@@ -225,7 +254,7 @@ def main() -> int:
             f"  gateway        {gateway}/docs   websocket ws://{stack.host}:{stack.ports['gateway']}/v1/ws\n"
             f"  auth           http://{stack.host}:{stack.ports['auth']}/docs\n"
             f"  history        http://{stack.host}:{stack.ports['history']}/docs\n"
-            f"  redis          {stack.redis_url}\n"
+            f"  redis          {stack.redis_description()}\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -304,7 +304,9 @@ class Ingest:
             return
         try:
             results = await run_batch(
-                self.redis, [(self._script, keys, args) for keys, args, _ in batch]
+                self.redis,
+                [(self._script, keys, args) for keys, args, _ in batch],
+                raise_on_error=False,
             )
         except Exception as exc:
             for _, _, future in batch:

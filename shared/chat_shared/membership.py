@@ -161,9 +161,6 @@ class MembershipCache:
                 for record in records
             ],
         )
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         written = 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for record, reply in zip(records, replies, strict=True):

@@ -64,6 +64,7 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         total = self.primaries * (1 + self.replicas)
+        bus_ports = [free_port() for _ in range(total)]
         for index in range(total):
             folder = Path(self.data_dir) / f"node{index}"
             server = EmbeddedValkey(
@@ -76,6 +77,9 @@ class LocalCluster:
                     str(folder / "nodes.conf"),
                     "--cluster-node-timeout",
                     "2000",
+                    # Its own free port: the default (port + 10000) may not exist.
+                    "--cluster-port",
+                    str(bus_ports[index]),
                 ],
             )
             self.servers.append(server.start())
@@ -84,8 +88,8 @@ class LocalCluster:
             low = index * SLOTS // self.primaries
             high = (index + 1) * SLOTS // self.primaries - 1
             command(port, "CLUSTER", "ADDSLOTSRANGE", low, high)
-        for port in ports[1:]:
-            command(ports[0], "CLUSTER", "MEET", "127.0.0.1", port)
+        for port, bus_port in zip(ports[1:], bus_ports[1:], strict=True):
+            command(ports[0], "CLUSTER", "MEET", "127.0.0.1", port, bus_port)
         _wait(lambda: all(self._knows_all(p) for p in ports), "every node to meet the others")
         for index, port in enumerate(ports[self.primaries :]):
             primary = ports[index % self.primaries]

@@ -38,9 +38,12 @@ class LuaScript:
 ScriptCall = tuple[LuaScript, Sequence[str], Sequence[Any]]
 
 
-async def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
-    """Run the calls in one round trip (two when some server lacked a script). Returns
-    each call's reply, or the exception that call raised, in order."""
+async def run_batch(
+    redis: Redis, calls: Sequence[ScriptCall], *, raise_on_error: bool = True
+) -> list[Any]:
+    """Run the calls in one round trip (two when some server lacked a script) and
+    return their replies in order. A failed call raises once every call has run; with
+    ``raise_on_error=False`` its exception takes its place among the replies."""
     if not calls:
         return []
     async with redis.pipeline(transaction=False) as pipe:
@@ -55,4 +58,8 @@ async def run_batch(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
                 pipe.execute_command("EVAL", script.source, len(keys), *keys, *args)
             for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
                 results[i] = result
+    if raise_on_error:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
     return results

@@ -1,5 +1,5 @@
-"""The store engines the end-to-end tests run on, and one stack of real processes
-shared by the delivery tests of a module."""
+"""The engines the end-to-end tests run on, and one stack of real processes shared by
+the delivery tests of a module."""
 
 from __future__ import annotations
 
@@ -12,14 +12,19 @@ from tests.conftest import CassandraEndpoint
 from tests.support.stack import RunningStack, start_stack
 
 
-@pytest.fixture(scope="module", params=["sqlite", "cassandra"])
+@pytest.fixture(scope="module", params=["sqlite", "cassandra", "redis-cluster", "redis-sentinel"])
 def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """What points the services at the engine: nothing for the embedded SQLite, a fresh
-    keyspace on the session's Cassandra node otherwise."""
-    if request.param == "sqlite":
-        return {}
-    node: CassandraEndpoint = request.getfixturevalue("cassandra")
-    return node.env(f"e2e_{uuid.uuid4().hex[:12]}")
+    """The engines under the stack: the embedded defaults (one Valkey, SQLite); the
+    session's Cassandra node (a fresh keyspace); a local Valkey Cluster; or a primary,
+    a replica and three Sentinels (both started by the stack under its data dir)."""
+    if request.param == "cassandra":
+        node: CassandraEndpoint = request.getfixturevalue("cassandra")
+        return node.env(f"e2e_{uuid.uuid4().hex[:12]}")
+    if request.param == "redis-cluster":
+        return {"CHAT_REDIS_MODE": "cluster"}
+    if request.param == "redis-sentinel":
+        return {"CHAT_REDIS_MODE": "sentinel"}
+    return {}
 
 
 @pytest.fixture(scope="module")

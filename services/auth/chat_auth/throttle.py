@@ -15,8 +15,19 @@ from redis.asyncio import Redis
 
 from chat_auth.settings import AuthSettings
 from chat_shared.errors import RateLimited
+from chat_shared.scripts import LuaScript, run_batch
 
 _PREFIX = "chat:auth"
+
+# KEYS[1]: a counter; ARGV[1]: its window in seconds. Returns {count, ttl}. One key per
+# call (each counter is its own slot on a cluster); atomic, so a counter never exists
+# without its expiry. NX: the window starts at the first count and is never extended,
+# which is what guarantees a lock-out ends.
+COUNT_LUA = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+return {count, redis.call('TTL', KEYS[1])}
+"""
 
 
 def _digest(value: str) -> str:
@@ -50,6 +61,7 @@ class Throttle:
         self.window = settings.login_failure_window_seconds
         self.signups = settings.signups_per_address
         self.signup_window = settings.signup_window_seconds
+        self._count = LuaScript(redis, COUNT_LUA)
 
     async def check_login(self, *, name_key: str, address: str) -> None:
         """Raise :class:`RateLimited` while either counter is over its limit."""
@@ -71,27 +83,15 @@ class Throttle:
             )
 
     async def record_login_failure(self, *, name_key: str, address: str) -> None:
-        addr_key = address_key(address)
-        # MULTI/EXEC: a counter never exists without its expiry.
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for key in (name_key, addr_key):
-                pipe.incr(key)
-                # NX: the window starts at the first failure and is never extended,
-                # which is what guarantees the lock-out ends.
-                pipe.expire(key, self.window, nx=True)
-            await pipe.execute()
+        keys = (name_key, address_key(address))
+        await run_batch(self.redis, [(self._count, [key], [self.window]) for key in keys])
 
     async def clear(self, name_key: str) -> None:
         await self.redis.delete(name_key)
 
     async def count_signup(self, address: str) -> None:
         """Count a sign-up attempt; raise :class:`RateLimited` past the limit."""
-        key = signup_key(address)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.signup_window, nx=True)
-            pipe.ttl(key)
-            count, _, ttl = await pipe.execute()
+        count, ttl = await self._count([signup_key(address)], [self.signup_window])
         if int(count) > self.signups:
             raise RateLimited(max(ttl, 1), "Too many sign-ups from this address; retry later.")
 

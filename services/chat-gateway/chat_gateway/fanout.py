@@ -220,10 +220,8 @@ class Fanout:
             for index in indexes:
                 args += [entry_ids[index], payloads[index]]
             calls.append((self.inbox.append_script, self.inbox.append_keys(member), args))
+        # A failed call raises: nothing is acknowledged, and the batch is done again.
         results = await run_batch(self.redis, calls)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result  # nothing is acknowledged: the batch is redone
 
         routes: dict[tuple[str, int], list[str]] = defaultdict(list)
         appends = 0
