@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from chat_shared.cassandra_node import CassandraNode, CassandraUnavailable
 from chat_shared.embedded_redis import EmbeddedValkey
 from chat_shared.redis import connect_redis
+from chat_shared.redis_topologies import LocalCluster
+from chat_shared.settings import ChatSettings
 from tests.support.tokens import TokenMinter
 
 
@@ -26,14 +28,38 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A three-primary Valkey Cluster for the run, started on first use."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_topology() -> str:
+    """Which Redis the ``redis`` fixtures give: a module that proves itself on a
+    cluster too overrides this with ``params=["single", "cluster"]``."""
+    return "single"
+
+
 @pytest.fixture
 def redis_url(valkey: EmbeddedValkey) -> str:
     return valkey.url
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect_redis(redis_url)
+def redis_settings(request: pytest.FixtureRequest, redis_topology: str) -> dict[str, object]:
+    """The settings fields that point a service at the topology under test."""
+    if redis_topology == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("valkey_cluster")
+        return {"redis_mode": "cluster", "redis_nodes": cluster.nodes.split(",")}
+    return {"redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture
+async def redis(redis_settings: dict[str, object]) -> AsyncIterator[Redis]:
+    client = connect_redis(ChatSettings(_env_file=None, **redis_settings))  # type: ignore[call-arg,arg-type]
     await client.flushall()
     yield client
     await client.aclose()

@@ -107,11 +107,11 @@ class AuthClient:
 
 
 @pytest.fixture
-def make_settings(data_dir: Path, redis_url: str) -> Callable[..., AuthSettings]:
+def make_settings(data_dir: Path, redis_settings: dict[str, object]) -> Callable[..., AuthSettings]:
     def make(**overrides: Any) -> AuthSettings:
         values: dict[str, Any] = {
             "data_dir": data_dir,
-            "redis_url": redis_url,
+            **redis_settings,
             "max_concurrent_hashes": 2,
             "signups_per_address": 1000,
             **FAST_HASHING,

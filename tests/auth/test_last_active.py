@@ -31,6 +31,13 @@ from chat_shared.store.migrate import migrate_sqlite, sqlite_path
 from chat_shared.web.observability import ServiceMetrics
 from tests.auth.conftest import AuthClient, running
 
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    """The last-active consumer on one Valkey and on a Valkey Cluster."""
+    return str(request.param)
+
+
 OpenClient = Callable[..., contextlib.AbstractAsyncContextManager[AuthClient]]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -6,9 +6,17 @@ import statistics
 import time
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from chat_auth.throttle import login_name_key
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    """The login throttle on one Valkey and on a Valkey Cluster."""
+    return str(request.param)
+
 
 PASSWORD = "correct horse battery"
 
