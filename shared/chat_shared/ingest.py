@@ -35,6 +35,7 @@ from chat_shared.keys import (
     members_key,
     shard_dedup,
     shard_seq,
+    shard_seq_floor,
     shard_stream,
 )
 from chat_shared.scripts import LuaScript, run_batch
@@ -47,8 +48,8 @@ MAX_CLIENT_ID_CHARS = 64
 DEFAULT_MAX_MESSAGE_CHARS = 25_000
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
-# KEYS: dedup, seq, stream, members.  ARGV: id, conversation, sender, client_id, body, ttl,
-# check_membership ("1" or "0").
+# KEYS: dedup, seq, stream, members, seq floor.  ARGV: id, conversation, sender,
+# client_id, body, ttl, check_membership ("1" or "0").
 # Returns {status, id, seq, created_ms}: 1 new, 0 duplicate, -1 no counter,
 # -2 membership not cached, -3 sender not a member.
 INGEST_LUA = """
@@ -67,6 +68,13 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   return {-1, '', 0, 0}
 end
 local seq = redis.call('INCR', KEYS[2])
+-- Never at or below what history has stored: a counter that went back (a failover to a
+-- lagging replica, a restore) would hand out seqs that are taken.
+local floor = tonumber(redis.call('GET', KEYS[5]) or '0')
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[2], seq)
+end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'k', ARGV[4],
@@ -206,6 +214,7 @@ class Ingest:
             shard_seq(shard, conversation_id),
             shard_stream(shard),
             members_key(conversation_id, self.shards),
+            shard_seq_floor(shard, conversation_id),
         ]
         args = [
             new_id(),

@@ -33,6 +33,19 @@ def shard_seq(shard: int, conversation_id: str) -> str:
     return f"chat:{{s{shard}}}:seq:{conversation_id}"
 
 
+def shard_seq_floor(shard: int, conversation_id: str) -> str:
+    """The highest seq history has stored for the conversation, written back by
+    history after each write (same slot as the counter). The ingest never hands out a
+    seq at or below it, even when the counter went back (a failover, a restore)."""
+    return f"chat:{{s{shard}}}:seq-floor:{conversation_id}"
+
+
+def shard_fence_mark(shard: int) -> str:
+    """Counts history's floor writes on the shard. A value lower than one a history
+    process saw means Redis went back in time: the floors are written again."""
+    return f"chat:{{s{shard}}}:fence-mark"
+
+
 def shard_dedup(shard: int, conversation_id: str, sender_id: str, client_id: str) -> str:
     return f"chat:{{s{shard}}}:dedup:{conversation_id}:{sender_id}:{client_id}"
 

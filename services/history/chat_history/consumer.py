@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from chat_history.metrics import HistoryMetrics
 from chat_history.read_markers import ReadMarkerConsumer
 from chat_history.runtime import HistoryRuntime
+from chat_history.seq_fence import SeqFence
 from chat_history.settings import HistorySettings
 from chat_shared.ingest import Ingest, IngestedMessage, message_from_entry
 from chat_shared.keys import DEAD_LETTER_STREAM, HISTORY_GROUP, shard_stream
@@ -60,11 +61,13 @@ class HistoryConsumer:
         metrics: HistoryMetrics,
         *,
         consumer_name: str | None = None,
+        fence: SeqFence | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self.fence = fence or SeqFence(redis, settings.ingest_shards)
         self.worker = GroupWorker(
             redis,
             group=HISTORY_GROUP,
@@ -106,6 +109,7 @@ class HistoryConsumer:
         if failed and not stored and not conflicts and not await self._store_answers():
             raise StoreUnavailable(f"{len(failed)} messages not stored")
         await self.worker.ack([entry for entry, _ in stored] + vanished)
+        await self.fence.stored(message for _, message in stored)
         if conflicts:
             self.metrics.seq_conflicts.inc(len(conflicts))
             for entry, conflict in conflicts:
@@ -200,10 +204,13 @@ def _split(
 
 def start_consumers(runtime: HistoryRuntime) -> HistoryConsumer:
     """Both consumers of this process, run by the runtime until it closes."""
-    consumer = HistoryConsumer(runtime.redis, runtime.store, runtime.settings, runtime.metrics)
+    consumer = HistoryConsumer(
+        runtime.redis, runtime.store, runtime.settings, runtime.metrics, fence=runtime.seq_fence
+    )
     reads = ReadMarkerConsumer(runtime, runtime.metrics, consumer_name=consumer.name)
     runtime.start("history-consumer", consumer.run(), worker=consumer.worker)
     runtime.start("read-marker-consumer", reads.run(), worker=reads.worker)
+    runtime.start("seq-fence", runtime.watch_seq_fence())
     return consumer
 
 

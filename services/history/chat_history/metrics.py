@@ -22,6 +22,11 @@ class HistoryMetrics:
             "Messages offered at a (conversation, seq) that already holds another message:"
             " kept out of the store and dead-lettered (a seq was handed out twice).",
         )
+        self.redis_rollbacks = base.counter(
+            "chat_history_redis_rollbacks_total",
+            "Shards found gone back in time in Redis (a failover, a restore); their seq"
+            " floors were written again.",
+        )
         self.redelivered = base.counter(
             "chat_history_entries_redelivered_total",
             "Shard-stream entries handled again after a claim (a consumer died or failed).",

@@ -21,6 +21,7 @@ from chat_history.membership import Membership
 from chat_history.messages import Messages, Timeline
 from chat_history.metrics import HistoryMetrics
 from chat_history.read_markers import READS_GROUP, ReadMarkers
+from chat_history.seq_fence import SeqFence
 from chat_history.settings import HistorySettings
 from chat_history.storage import open_store
 from chat_history.tail import UnpersistedTail
@@ -74,6 +75,7 @@ class HistoryRuntime:
             shards=shards,
             max_group_members=settings.max_group_members,
         )
+        self.seq_fence = SeqFence(redis, shards)
         self._tasks: list[asyncio.Task[None]] = []
         self._workers: list[GroupWorker] = []
 
@@ -151,6 +153,19 @@ class HistoryRuntime:
         self._tasks.clear()
 
     # Maintenance ------------------------------------------------------------------
+
+    async def watch_seq_fence(self) -> None:
+        """Until cancelled: notice Redis going back in time soon after it happens."""
+        while True:
+            stop_if_cancelled()
+            try:
+                rolled_back = await self.seq_fence.check()
+                self.metrics.redis_rollbacks.inc(rolled_back)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("seq fence check failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(self.settings.seq_fence_check_seconds)
 
     async def maintain(self) -> None:
         """Until cancelled: heal the membership cache, trim streams, refresh gauges."""

@@ -84,6 +84,12 @@ class HistorySettings(ChatSettings):
         description="Entries pending or not yet read by the `history` group beyond "
         "which /readyz reports `degraded`.",
     )
+    seq_fence_check_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often history checks that Redis has not gone back in time "
+        "(a failover, a restore) and writes the seq floors again if it has.",
+    )
     maintenance_interval_seconds: float = Field(
         10.0,
         gt=0,
