@@ -18,6 +18,7 @@ tries again. ``seq`` therefore never repeats.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ from chat_shared.keys import (
     shard_seq_floor,
     shard_stream,
 )
-from chat_shared.scripts import LuaScript, run_batch
+from chat_shared.scripts import LuaScript, NotReplicated, Replication, run_batch
+
+log = logging.getLogger(__name__)
 
 DEDUP_TTL_SECONDS = 24 * 3600
 MAX_CLIENT_ID_CHARS = 64
@@ -169,8 +172,12 @@ class Ingest:
         max_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
         dedup_ttl_seconds: int = DEDUP_TTL_SECONDS,
         max_batch: int = 256,
+        replication: Replication | None = None,
     ) -> None:
         self.redis = redis
+        # With replicas to wait for, a message is acknowledged only once they have it,
+        # so it survives the loss of the primary (CHAT_REDIS_MIN_REPLICAS).
+        self.replication = replication
         self.shards = shards
         self.max_chars = max_chars
         self.dedup_ttl_seconds = dedup_ttl_seconds
@@ -316,7 +323,15 @@ class Ingest:
                 self.redis,
                 [(self._script, keys, args) for keys, args, _ in batch],
                 raise_on_error=False,
+                replication=self.replication,
             )
+        except NotReplicated as exc:
+            log.warning("sends not replicated in time", extra={"error": str(exc)})
+            failure = Unavailable("The message was not confirmed by a replica; retry it.")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():

@@ -17,6 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
+from chat_shared.scripts import Replication
 from chat_shared.settings import ChatSettings
 
 # Above every blocking read we issue (XREAD/XREADGROUP block at most 5 s); redis-py's
@@ -88,6 +89,13 @@ def _single(url: str, max_connections: int) -> Redis:
     # A burst waits for a free connection instead of failing.
     pool = BlockingConnectionPool.from_url(url, **options)
     return Redis.from_pool(pool)
+
+
+def replication_of(settings: ChatSettings) -> Replication | None:
+    """What a send waits for before it is acknowledged (``CHAT_REDIS_MIN_REPLICAS``)."""
+    if not settings.redis_min_replicas:
+        return None
+    return Replication(settings.redis_min_replicas, settings.redis_wait_timeout_ms)
 
 
 async def redis_ready(redis: Redis) -> None:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -84,6 +84,15 @@ class ChatSettings(BaseSettings):
         None, description="Redis password (cluster, sentinel; single mode puts it in the URL)."
     )
     redis_tls: bool = Field(False, description="TLS to the Redis nodes (cluster, sentinel).")
+    redis_min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must confirm a message (WAIT) before its send is "
+        "acknowledged, so it survives the loss of the primary. Single or sentinel mode.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000, ge=1, description="How long a send waits for those replicas before it fails."
+    )
     store: Literal["sqlite", "cassandra"] = Field(
         "sqlite", description="Event store engine: embedded SQLite or Cassandra/ScyllaDB."
     )
@@ -128,6 +137,15 @@ class ChatSettings(BaseSettings):
     max_message_chars: int = Field(
         DEFAULT_MAX_MESSAGE_CHARS, ge=1, description="Longest message body, in characters."
     )
+
+    @model_validator(mode="after")
+    def _replicas_waited_on_one_primary(self) -> ChatSettings:
+        if self.redis_min_replicas and self.redis_mode == "cluster":
+            raise ValueError(
+                "CHAT_REDIS_MIN_REPLICAS needs one primary (single or sentinel mode): on a"
+                " cluster one batch of sends spans primaries, and WAIT answers for one"
+            )
+        return self
 
     @property
     def sqlite_dir(self) -> Path:

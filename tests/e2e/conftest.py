@@ -23,7 +23,7 @@ def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "redis-cluster":
         return {"CHAT_REDIS_MODE": "cluster"}
     if request.param == "redis-sentinel":
-        return {"CHAT_REDIS_MODE": "sentinel"}
+        return {"CHAT_REDIS_MODE": "sentinel", "CHAT_REDIS_MIN_REPLICAS": "1"}
     return {}
 
 

@@ -30,7 +30,7 @@ from chat_gateway.receipts import Receipts
 from chat_gateway.runtime import GatewayRuntime
 from chat_gateway.settings import GatewaySettings
 from chat_shared.ingest import Ingest
-from chat_shared.redis import connect_redis
+from chat_shared.redis import connect_redis, replication_of
 from chat_shared.revocation import REVOCATION_CHANNEL
 from chat_shared.tasks import stop_if_cancelled
 from chat_shared.tokens import KeySource
@@ -175,7 +175,12 @@ def build_runtime(
         redis=redis,
         http=http,
         verifier=token_verifier(settings, redis=redis, http=http, keys=keys),
-        ingest=Ingest(redis, shards=settings.ingest_shards, max_chars=settings.max_message_chars),
+        ingest=Ingest(
+            redis,
+            shards=settings.ingest_shards,
+            max_chars=settings.max_message_chars,
+            replication=replication_of(settings),
+        ),
         inbox=Inbox(redis, maxlen=settings.inbox_maxlen),
         sessions=sessions,
         events=events,

@@ -29,7 +29,7 @@ from chat_shared.ingest import Ingest
 from chat_shared.keys import CONSUMER_GROUPS, HISTORY_GROUP, READ_MARKERS_STREAM, shard_stream
 from chat_shared.membership import MembershipCache
 from chat_shared.ports.history import HistoryStore, UserDirectory
-from chat_shared.redis import connect_redis
+from chat_shared.redis import connect_redis, replication_of
 from chat_shared.retention import trim_shard_streams, trim_stream
 from chat_shared.streams import GroupWorker, ensure_group
 from chat_shared.tasks import stop_if_cancelled
@@ -60,7 +60,12 @@ class HistoryRuntime:
         self.store = store
         self.http = http
         shards = settings.ingest_shards
-        self.ingest = Ingest(redis, shards=shards, max_chars=settings.max_message_chars)
+        self.ingest = Ingest(
+            redis,
+            shards=shards,
+            max_chars=settings.max_message_chars,
+            replication=replication_of(settings),
+        )
         self.cache = MembershipCache(redis, shards)
         self.membership = Membership(store, self.cache)
         self.timeline = Timeline(store, redis, UnpersistedTail(redis, shards), shards)
