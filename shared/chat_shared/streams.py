@@ -198,12 +198,11 @@ class GroupWorker:
         so an outage does not count as deliveries and never dead-letters anything. An
         entry the handler could not do on its own it leaves unacknowledged (noting
         why): it is read again, and dead-lettered once over the limit."""
-        exhausted = [
-            e for e in entries if self.dead_letters and e.deliveries > self.dead_letters.after
-        ]
+        limit = self.dead_letters.after if self.dead_letters else None
+        exhausted = [e for e in entries if limit is not None and e.deliveries > limit]
         if exhausted:
             await self.dead_letter(exhausted)
-        rest = [e for e in entries if e not in exhausted]
+        rest = [e for e in entries if limit is None or e.deliveries <= limit]
         backoff = FIRST_BACKOFF_SECONDS
         while rest:
             stop_if_cancelled()

@@ -3,9 +3,6 @@ real SQLite file: batches, replays, claims, dead letters, lag."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,20 +23,12 @@ from chat_shared.streams import Entry, GroupWorker
 from tests.history.conftest import StartHistory, Users
 from tests.history.helpers import Api
 from tests.support.tokens import TokenMinter
-from tests.support.waiting import running
+from tests.support.waiting import eventually, running
 
 
 async def read_new(worker: GroupWorker) -> list[Entry]:
     """What a reader of each stream takes in one round (new entries only)."""
     return [entry for stream in worker.streams for entry in await worker.read(stream, ">")]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    """Poll a condition another task brings about, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def pending(redis: Redis, shards: int, group: str = HISTORY_GROUP) -> int:
@@ -69,7 +58,12 @@ def consumer_for(
     runtime: HistoryRuntime, settings: HistorySettings, name: str = "c1"
 ) -> HistoryConsumer:
     return HistoryConsumer(
-        runtime.redis, runtime.store, settings, runtime.metrics, consumer_name=name
+        runtime.redis,
+        runtime.store,
+        settings,
+        runtime.metrics,
+        fence=runtime.seq_fence,
+        consumer_name=name,
     )
 
 

@@ -3,10 +3,6 @@ rebuild after Redis loses its data."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 import httpx2
 from redis.asyncio import Redis
 
@@ -26,15 +22,9 @@ from chat_shared.web.observability import ServiceMetrics
 from tests.history.conftest import StartHistory, Users
 from tests.history.helpers import Api, UserDirectoryApp
 from tests.support.tokens import TokenMinter
+from tests.support.waiting import eventually
 
 SHARDS = 4
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_empty_differs_from_not_cached(redis: Redis) -> None:

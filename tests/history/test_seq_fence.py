@@ -17,7 +17,6 @@ async def persist_ten(runtime: HistoryRuntime, settings: HistorySettings, users:
     conversation = await new_group(runtime, users)
     await post(runtime, users.alice, conversation, 10)
     consumer = consumer_for(runtime, settings)
-    consumer.fence = runtime.seq_fence  # as in the service: one fence per process
     await consumer.worker.ensure_groups()
     await consumer.handle(await read_new(consumer.worker))
     assert await runtime.store.last_seq(conversation) == 10

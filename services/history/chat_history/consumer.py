@@ -60,14 +60,14 @@ class HistoryConsumer:
         settings: HistorySettings,
         metrics: HistoryMetrics,
         *,
+        fence: SeqFence,
         consumer_name: str | None = None,
-        fence: SeqFence | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self.fence = fence or SeqFence(redis, settings.ingest_shards)
+        self.fence = fence  # one per process: it remembers the floors it wrote
         self.worker = GroupWorker(
             redis,
             group=HISTORY_GROUP,
