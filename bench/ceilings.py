@@ -31,6 +31,7 @@ from bench.stack import cpu_seconds
 from bench.stats import latency_summary, rate
 from chat_shared.loopback import free_port
 from chat_shared.redis import connect_redis
+from chat_shared.settings import ChatSettings
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,10 @@ def measure_relay(
     }
 
 
-async def measure_redis(redis_url: str, seconds: float = 2.0) -> dict[str, Any]:
-    """Pipelined XADD, then XREADGROUP + XACK, on a scratch stream of the stack's Valkey."""
-    redis = connect_redis(redis_url)
+async def measure_redis(target: ChatSettings | str, seconds: float = 2.0) -> dict[str, Any]:
+    """Pipelined XADD, then XREADGROUP + XACK, on a scratch stream of the stack's Redis
+    (one stream: on a cluster, one primary's figure)."""
+    redis = connect_redis(target)
     stream, group = "bench:ceiling", "bench"
     payload = {"b": "x" * 200, "c": "c1"}  # ~208 bytes of fields
     try:

@@ -10,9 +10,15 @@ faults below strike one after another, spread over the load:
 2. SIGTERM the other gateway (graceful: 1012 to its sockets), restart it;
 3. kill -9 the history service (the ``history`` consumer), restart it;
 4. stop the Valkey server and start it again on the same data dir (AOF reload);
+   then kill -9 it and start it again on its AOF (a crash, not a shutdown);
 5. lock the store against writes (an exclusive SQLite transaction held by this
    process) for longer than history's busy timeout, so persistence fails and retries;
 6. stop history (SIGTERM) for a while, so persistence lags, then start it.
+
+With ``--redis-mode sentinel`` the stack runs on a primary, two replicas and three
+Sentinels, and the Redis fault is ``kill_redis_primary``: kill -9 the primary, let the
+Sentinels promote a replica, start the old primary again (it rejoins as a replica).
+``--min-replicas`` sets ``CHAT_REDIS_MIN_REPLICAS``, the replicas a send waits for.
 
 Then the load stops, every device drains, history catches up, and the checker judges
 the run log. The bar: zero lost, duplicated, misordered or missing, no device that
@@ -64,6 +70,7 @@ ALL_FAULTS = (
     "term_gateway",
     "kill_history",
     "restart_valkey",
+    "kill_valkey",
     "lock_store",
     "stop_history",
 )
@@ -82,6 +89,8 @@ class ChaosConfig:
     history_down_seconds: float = 15.0
     drain_seconds: float = 120.0
     faults: str = ",".join(ALL_FAULTS)  # a comma-separated subset, run in this order
+    redis_mode: str = "single"  # or sentinel (the Redis faults are then kill_redis_primary)
+    min_replicas: int = 0
 
 
 @dataclass
@@ -113,6 +122,18 @@ def faults(stack: BenchStack, config: ChaosConfig) -> list[Fault]:
         valkey.stop()
         valkey.start()
 
+    def kill_valkey() -> None:
+        valkey = stack.stack.valkey
+        assert valkey is not None
+        valkey.kill()
+        valkey.start()
+
+    def kill_redis_primary() -> None:
+        sentinel = stack.stack.redis_sentinel
+        assert sentinel is not None
+        dead = sentinel.kill_primary()
+        sentinel.rejoin(dead)
+
     def lock_store() -> None:
         conn = sqlite3.connect(stack.data_dir / "history.db", timeout=30, isolation_level=None)
         try:
@@ -132,6 +153,10 @@ def faults(stack: BenchStack, config: ChaosConfig) -> list[Fault]:
         "term_gateway": Fault("SIGTERM gateway2, restart", term_gateway),
         "kill_history": Fault("kill -9 history, restart", kill_history),
         "restart_valkey": Fault("restart valkey (stop, start on the AOF)", restart_valkey),
+        "kill_valkey": Fault("kill -9 valkey, start it on its AOF", kill_valkey),
+        "kill_redis_primary": Fault(
+            "kill -9 the Redis primary; Sentinel promotes a replica", kill_redis_primary
+        ),
         "lock_store": Fault(f"lock the store for {config.store_lock_seconds:g}s", lock_store),
         "stop_history": Fault(f"stop history for {config.history_down_seconds:g}s", stop_history),
     }
@@ -185,7 +210,12 @@ async def wait_persisted(stack: BenchStack, seconds: float) -> dict[str, dict[st
 async def run_chaos(config: ChaosConfig, *, keep: bool = False) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="chat-chaos-log-"))
     report.progress("starting a fresh stack: valkey, auth, history, two gateways")
-    stack = BenchStack(env=CHAOS_ENV, keep_data=keep).start()
+    env = {
+        **CHAOS_ENV,
+        "CHAT_REDIS_MODE": config.redis_mode,
+        "CHAT_REDIS_MIN_REPLICAS": str(config.min_replicas),
+    }
+    stack = BenchStack(env=env, keep_data=keep).start()
     pool: GeneratorPool | None = None
     out: dict[str, Any] = {"mode": "chaos", "machine": report.machine(), "config": vars(config)}
     try:

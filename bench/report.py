@@ -70,6 +70,12 @@ def table(result: dict[str, Any]) -> str:
             value = result[key]
             text = f"{value:,}" if isinstance(value, int | float) else str(value)
             lines.append(f"  {label:<34} {text:>14} {unit}")
+    for name, figures in (result.get("redis_topologies") or {}).items():
+        if name != "single":
+            lines.append(
+                f"  redis {name:<28} {figures['delivered_per_s_ratio_to_single']!s:>14} "
+                f"x single deliveries/s, p99 {figures['p99_ms']} ms"
+            )
     targets = result.get("targets") or {}
     for name, verdict in targets.items():
         lines.append(f"  target {name:<27} {'met' if verdict else 'NOT met':>14}")

@@ -87,6 +87,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--messages", type=int, default=env_default("messages", 2000), help="history mode")
     add("--page-reads", type=int, default=env_default("page_reads", 1000), help="history mode")
     add("--page-limit", type=int, default=env_default("page_limit", 50), help="history mode")
+    add(
+        "--redis",
+        choices=["single", "cluster", "sentinel"],
+        default=env_default("redis", "single"),
+        help="steady/group/step: also run on this topology and compare it with one Valkey "
+        "in the same run (sentinel: without and with CHAT_REDIS_MIN_REPLICAS=1)",
+    )
     add("--profile", action="store_true", help="py-spy the first gateway during the first phase")
     add("--no-save", action="store_true", help="do not write bench/results/")
     add("--keep-logs", action="store_true", help="keep the run log and the stack's data")
@@ -112,8 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.progress(f"saved {report.save(result)}")
     print(report.table(result), file=sys.stderr)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    checker = result.get("checker")
-    return 1 if checker is not None and not checker["ok"] else 0
+    checkers = [result.get("checker") or {"ok": True}]
+    checkers += [
+        {"ok": figures["checker_ok"]}
+        for name, figures in (result.get("redis_topologies") or {}).items()
+        if name != "single"
+    ]
+    return 0 if all(checker["ok"] for checker in checkers) else 1
 
 
 # Building the population ----------------------------------------------------------------
@@ -189,14 +201,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     group = args.mode == "group"
     out: dict[str, Any] = {}
     first = await asyncio.to_thread(measure_bare, args)
-    log_dir = Path(tempfile.mkdtemp(prefix="chat-bench-log-"))
-    try:
-        out |= await load_stack(args, log_dir)
-    finally:
-        if args.keep_logs:
-            out["log_dir"] = str(log_dir)
-        else:
-            shutil.rmtree(log_dir, ignore_errors=True)
+    out |= await load_logged(args, {}, out)
+    if args.redis != "single":
+        out["redis_topologies"] = await compare_topologies(args, out)
     second = await asyncio.to_thread(measure_bare, args)
     bare = {
         "runs": [first, second],
@@ -235,6 +242,50 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+async def load_logged(
+    args: argparse.Namespace, env: dict[str, str], out: dict[str, Any]
+) -> dict[str, Any]:
+    """One stack under the mode's load, its run log removed afterwards unless kept."""
+    log_dir = Path(tempfile.mkdtemp(prefix="chat-bench-log-"))
+    try:
+        return await load_stack(args, log_dir, env)
+    finally:
+        if args.keep_logs:
+            out.setdefault("log_dirs", []).append(str(log_dir))
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+# The figures compared across topologies, and whether higher is better.
+TOPOLOGY_FIGURES = {"delivered_per_s": True, "p50_ms": False, "p99_ms": False, "sent_p99_ms": False}
+
+
+async def compare_topologies(args: argparse.Namespace, single: dict[str, Any]) -> dict[str, Any]:
+    """The same load on the chosen topology (a local three-primary cluster, or a
+    primary, two replicas and three Sentinels without and with a replica wait), each
+    figure with its ratio to the one-Valkey run just made."""
+    variants = {"cluster": {"CHAT_REDIS_MODE": "cluster"}}
+    if args.redis == "sentinel":
+        variants = {
+            "sentinel": {"CHAT_REDIS_MODE": "sentinel"},
+            "sentinel_min_replicas_1": {
+                "CHAT_REDIS_MODE": "sentinel",
+                "CHAT_REDIS_MIN_REPLICAS": "1",
+            },
+        }
+    compared: dict[str, Any] = {"single": {k: single.get(k) for k in TOPOLOGY_FIGURES}}
+    for name, env in variants.items():
+        report.progress(f"the same load on redis {name}")
+        run = await load_logged(args, env, single)
+        figures: dict[str, Any] = {k: run.get(k) for k in TOPOLOGY_FIGURES}
+        for key in TOPOLOGY_FIGURES:
+            figures[f"{key}_ratio_to_single"] = ratio(run.get(key), single.get(key))
+        figures["checker_ok"] = run["checker"]["ok"]
+        figures["lost"], figures["duplicates"] = run["lost"], run["duplicates"]
+        compared[name] = figures
+    return compared
+
+
 def measure_bare(args: argparse.Namespace) -> dict[str, Any]:
     """The bare relay (rooms of two) or, in group mode, the x10 room fan-out, with as
     many sockets and client processes as the chat load uses."""
@@ -253,14 +304,16 @@ def measure_bare(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-async def load_stack(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+async def load_stack(
+    args: argparse.Namespace, log_dir: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A fresh stack, the generators, the phases of the mode, then the checker."""
     out: dict[str, Any] = {}
-    report.progress("starting a fresh stack: valkey, auth, history, two gateways")
-    stack = BenchStack(keep_data=args.keep_logs).start()
+    report.progress("starting a fresh stack: redis, auth, history, two gateways")
+    stack = BenchStack(env=env or {}, keep_data=args.keep_logs).start()
     pool: GeneratorPool | None = None
     try:
-        out["redis_ceiling"] = await measure_redis(stack.redis_url)
+        out["redis_ceiling"] = await measure_redis(stack.stack.settings())
         plans, conversations, users = await build_plans(args, stack, log_dir)
         report.progress(f"{len(users)} users, {len(conversations)} conversations; connecting")
         rss_before = stack.gateway_rss_kib()

@@ -217,7 +217,7 @@ class BenchStack:
 
         shards = int(self.stack.extra_env.get("CHAT_INGEST_SHARDS", "16"))
         streams = [shard_stream(n) for n in range(shards)]
-        redis = connect_redis(self.redis_url)
+        redis = connect_redis(self.stack.settings())
         try:
             lag = {}
             for group in (HISTORY_GROUP, FANOUT_GROUP):

@@ -136,7 +136,7 @@ class Stack:
 
     def start_redis(self) -> None:
         """Start the configured Redis topology locally unless its servers are named:
-        one Valkey, a three-primary cluster, or a primary, a replica and three
+        one Valkey, a three-primary cluster, or a primary, two replicas and three
         Sentinels, all under the data directory."""
         named = {**os.environ, **self.extra_env}
         mode = named.get("CHAT_REDIS_MODE", "single")
@@ -144,7 +144,10 @@ class Stack:
             self.redis_cluster = LocalCluster(self.data_dir / "redis-cluster").start()
             self.extra_env = {**self.extra_env, "CHAT_REDIS_NODES": self.redis_cluster.nodes}
         elif mode == "sentinel" and not named.get("CHAT_REDIS_SENTINELS"):
-            self.redis_sentinel = LocalSentinel(self.data_dir / "redis-sentinel").start()
+            # Two replicas: with CHAT_REDIS_MIN_REPLICAS=1 sends keep being acknowledged
+            # while one of them (or the primary) is down.
+            sentinel = LocalSentinel(self.data_dir / "redis-sentinel", replicas=2)
+            self.redis_sentinel = sentinel.start()
             self.extra_env = {
                 **self.extra_env,
                 "CHAT_REDIS_SENTINELS": self.redis_sentinel.sentinel_addresses,
@@ -183,6 +186,8 @@ class Stack:
             for key, value in self.extra_env.items()
             if key.startswith("CHAT_") and key[len("CHAT_") :].lower() in fields
         }
+        if self.redis_url:
+            values["redis_url"] = self.redis_url
         return ChatSettings(**{**values, "data_dir": self.data_dir})
 
     def migrate(self) -> None:

@@ -113,16 +113,22 @@ class LocalCluster:
 
 @dataclass
 class LocalSentinel:
-    """One primary, ``replicas`` replicas, and ``sentinels`` Sentinels watching them."""
+    """One primary, ``replicas`` replicas, and ``sentinels`` Sentinels watching them.
+
+    ``servers`` holds the data servers, the first primary first; which one is the
+    primary now is the Sentinels' answer (``current_primary``), as clients see it.
+    """
 
     data_dir: Path
     master_name: str = "chat"
     replicas: int = 1
     sentinels: int = 3
-    down_after_ms: int = 1000
-    primary: EmbeddedValkey | None = None
-    first_primary_port: int = 0
-    replica_servers: list[EmbeddedValkey] = field(default_factory=list)
+    # How long a server must be silent before a Sentinel calls it down. Shorter makes
+    # failovers faster, but on a busy machine a new primary that is briefly slow to
+    # answer (it forks to resync its replicas) is failed over again, to a replica still
+    # in the middle of that resync, and the writes in between are gone.
+    down_after_ms: int = 5000
+    servers: list[EmbeddedValkey] = field(default_factory=list)
     sentinel_servers: list[EmbeddedValkey] = field(default_factory=list)
 
     @property
@@ -132,15 +138,15 @@ class LocalSentinel:
 
     def start(self) -> LocalSentinel:
         root = Path(self.data_dir)
-        primary_port = self.first_primary_port = free_port()
-        self.primary = EmbeddedValkey(root / "primary", port=primary_port).start()
+        primary = EmbeddedValkey(root / "primary", port=free_port()).start()
+        self.servers.append(primary)
         for index in range(self.replicas):
             replica = EmbeddedValkey(
                 root / f"replica{index}",
                 port=free_port(),
-                extra_args=["--replicaof", "127.0.0.1", str(primary_port)],
+                extra_args=["--replicaof", "127.0.0.1", str(primary.port)],
             )
-            self.replica_servers.append(replica.start())
+            self.servers.append(replica.start())
         quorum = self.sentinels // 2 + 1
         for index in range(self.sentinels):
             folder = (root / f"sentinel{index}").resolve()
@@ -152,7 +158,7 @@ class LocalSentinel:
                 "bind 127.0.0.1\n"
                 f"dir {folder}\n"
                 f"logfile {folder / 'valkey.log'}\n"
-                f"sentinel monitor {self.master_name} 127.0.0.1 {primary_port} {quorum}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {primary.port} {quorum}\n"
                 f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {self.master_name} 10000\n"
                 f"sentinel parallel-syncs {self.master_name} 1\n"
@@ -162,11 +168,27 @@ class LocalSentinel:
             )
             self.sentinel_servers.append(sentinel.start())
         _wait(self._replicas_in_sync, "the replicas to sync with the primary")
+        # A failover needs a quorum of Sentinels that know each other and the replicas
+        # (they learn it from hello messages every 2 s): until then a dead primary
+        # would stay dead.
+        _wait(self._sentinels_acquainted, "the Sentinels to discover each other")
         return self
 
     def _replicas_in_sync(self) -> bool:
-        info = command(self.first_primary_port, "INFO", "replication")
-        return int(info.get("connected_slaves", 0)) == self.replicas
+        info = command(self.master_port(), "INFO", "replication")
+        links = [info.get(f"slave{n}", {}) for n in range(int(info.get("connected_slaves", 0)))]
+        online = sum(link.get("state") == "online" for link in links)
+        return bool(online == self.replicas)
+
+    def _sentinels_acquainted(self) -> bool:
+        for sentinel in self.sentinel_servers:
+            assert sentinel.port is not None
+            state = command(sentinel.port, "SENTINEL", "MASTER", self.master_name)
+            if int(state["num-other-sentinels"]) != self.sentinels - 1:
+                return False
+            if int(state["num-slaves"]) != self.replicas:
+                return False
+        return True
 
     def master_port(self) -> int:
         """The primary's port as the Sentinels report it (changes after a failover)."""
@@ -175,8 +197,26 @@ class LocalSentinel:
         _, master = command(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
         return int(master)
 
+    def current_primary(self) -> EmbeddedValkey:
+        port = self.master_port()
+        return next(server for server in self.servers if server.port == port)
+
+    def kill_primary(self) -> EmbeddedValkey:
+        """kill -9 the primary, as a crash would, and wait until the Sentinels have
+        promoted a replica. Returns the dead server (for ``rejoin``)."""
+        dead = self.current_primary()
+        port = dead.port
+        dead.kill()
+        _wait(lambda: self.master_port() != port, "the Sentinels to promote a replica")
+        return dead
+
+    def rejoin(self, server: EmbeddedValkey) -> None:
+        """Start a dead server on its data again. It comes back believing it is what it
+        was; the Sentinels turn a former primary into a replica of the new one. Waits
+        until every replica replicates from the current primary again."""
+        server.start()
+        _wait(self._replicas_in_sync, "the old primary to rejoin as a replica")
+
     def stop(self) -> None:
-        for server in [*self.sentinel_servers, *self.replica_servers]:
+        for server in [*self.sentinel_servers, *reversed(self.servers)]:
             server.stop()
-        if self.primary is not None:
-            self.primary.stop()

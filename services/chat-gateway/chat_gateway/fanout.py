@@ -11,6 +11,14 @@ message to every member's inbox (one script per member, pipelined), add one deli
 record per message to each gateway hosting a session of a recipient, then XACK. A crash
 anywhere before the XACK redoes the batch; the inbox script's watermark makes the redo
 append nothing twice.
+
+The lease alone cannot stop two holders at once: a holder that stalled past its expiry
+learns it lost the shard only at its next renewal, and a failover can lose the lease
+key. The watermark is the fencing token that makes that harmless: the append script
+(in the member's own slot) applies a shard entry only if its id is above the last one
+applied for that shard, and entry ids only grow, so a late holder replaying older
+entries writes nothing and overlapping holders leave one ordered copy
+(tests/gateway/test_fanout_fence.py).
 """
 
 from __future__ import annotations
