@@ -112,6 +112,9 @@ class Stack:
     valkey: EmbeddedValkey | None = None
     redis_cluster: LocalCluster | None = None
     redis_sentinel: LocalSentinel | None = None
+    # One replica on a laptop; the failover tests want two, as in production, so that
+    # with CHAT_REDIS_MIN_REPLICAS=1 sends are still acknowledged while one server is down.
+    sentinel_replicas: int = 1
     cassandra: CassandraNode | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -136,7 +139,7 @@ class Stack:
 
     def start_redis(self) -> None:
         """Start the configured Redis topology locally unless its servers are named:
-        one Valkey, a three-primary cluster, or a primary, two replicas and three
+        one Valkey, a three-primary cluster, or a primary, its replicas and three
         Sentinels, all under the data directory."""
         named = {**os.environ, **self.extra_env}
         mode = named.get("CHAT_REDIS_MODE", "single")
@@ -144,9 +147,9 @@ class Stack:
             self.redis_cluster = LocalCluster(self.data_dir / "redis-cluster").start()
             self.extra_env = {**self.extra_env, "CHAT_REDIS_NODES": self.redis_cluster.nodes}
         elif mode == "sentinel" and not named.get("CHAT_REDIS_SENTINELS"):
-            # Two replicas: with CHAT_REDIS_MIN_REPLICAS=1 sends keep being acknowledged
-            # while one of them (or the primary) is down.
-            sentinel = LocalSentinel(self.data_dir / "redis-sentinel", replicas=2)
+            sentinel = LocalSentinel(
+                self.data_dir / "redis-sentinel", replicas=self.sentinel_replicas
+            )
             self.redis_sentinel = sentinel.start()
             self.extra_env = {
                 **self.extra_env,

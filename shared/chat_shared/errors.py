@@ -62,7 +62,9 @@ class RateLimited(ChatError):
 
     def __init__(self, retry_after: float, detail: str | None = None) -> None:
         super().__init__(detail or "Too many requests; retry later.")
+        # Whole seconds for the Retry-After header; milliseconds for error frames.
         self.retry_after = max(1, int(retry_after + 0.999))
+        self.retry_after_ms = max(1, int(retry_after * 1000 + 0.999))
 
 
 class Unavailable(ChatError):

@@ -39,6 +39,7 @@ from chat_shared.keys import (
     shard_seq_floor,
     shard_stream,
 )
+from chat_shared.limits import RateLimiter, Rule, user_subject
 from chat_shared.scripts import LuaScript, NotReplicated, Replication, run_batch
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,14 @@ class Ingest:
         dedup_ttl_seconds: int = DEDUP_TTL_SECONDS,
         max_batch: int = 256,
         replication: Replication | None = None,
+        limiter: RateLimiter | None = None,
+        send_rule: Rule | None = None,
     ) -> None:
         self.redis = redis
+        # Every path of a send (any socket, a REST post, any process) passes here, so
+        # the per-user send limit is counted once, in Redis, for all of them.
+        self.limiter = limiter
+        self.send_rule = send_rule
         # With replicas to wait for, a message is acknowledged only once they have it,
         # so it survives the loss of the primary (CHAT_REDIS_MIN_REPLICAS).
         self.replication = replication
@@ -215,6 +222,8 @@ class Ingest:
         checked in the same atomic script (the gateway's hot path); without, the caller
         has checked it against the store already."""
         body, client_id = validate_message(body, client_id, self.max_chars)
+        if self.limiter is not None and self.send_rule is not None:
+            await self.limiter.check(user_subject(sender_id), self.send_rule)
         shard = self.shard_for(conversation_id)
         keys = [
             shard_dedup(shard, conversation_id, sender_id, client_id),

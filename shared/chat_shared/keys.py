@@ -94,6 +94,11 @@ def user_cursors(user_id: str) -> str:
     return f"chat:{{u{user_id}}}:cursors"
 
 
+def user_read_markers(user_id: str) -> str:
+    """Conversation -> highest seq the user has read, as the gateways last raised it."""
+    return f"chat:{{u{user_id}}}:read"
+
+
 def user_sessions(user_id: str) -> str:
     return f"chat:{{u{user_id}}}:sessions"
 

@@ -40,14 +40,17 @@ def connect_redis(target: ChatSettings | str, *, max_connections: int = 64) -> R
     The cluster client is typed as ``Redis``: it serves the same command API, which is
     all the callers use (no cross-slot command, no MULTI over two tags)."""
     if isinstance(target, str):
-        return _single(target, max_connections)
-    if target.redis_mode == "single":
-        return _single(target.redis_url, max_connections)
-    auth: dict[str, Any] = {
+        return _single(target, max_connections, {})
+    credentials: dict[str, Any] = {
         "username": target.redis_username,
         "password": target.redis_password.get_secret_value() if target.redis_password else None,
-        "ssl": target.redis_tls,
     }
+    verify: dict[str, Any] = {}
+    if target.redis_tls_ca_file is not None:
+        verify["ssl_ca_certs"] = str(target.redis_tls_ca_file)
+    if target.redis_mode == "single":
+        return _single(target.redis_url, max_connections, {**credentials, **verify})
+    auth = {**credentials, "ssl": target.redis_tls, **(verify if target.redis_tls else {})}
     timeouts: dict[str, Any] = {
         "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -74,10 +77,14 @@ def connect_redis(target: ChatSettings | str, *, max_connections: int = 64) -> R
     return sentinel.master_for(target.redis_master, max_connections=max_connections)
 
 
-def _single(url: str, max_connections: int) -> Redis:
+def _single(url: str, max_connections: int, security: dict[str, Any]) -> Redis:
     if not url:
         raise ValueError("CHAT_REDIS_URL is empty: start the embedded Valkey or set a URL")
+    if not url.startswith("rediss://"):
+        security.pop("ssl_ca_certs", None)  # a plain connection takes no TLS options
+    # from_url lets what the URL names win over these.
     options: dict[str, object] = {
+        **{key: value for key, value in security.items() if value is not None},
         "max_connections": max_connections,
         "timeout": 20,
         "health_check_interval": 30,
@@ -96,7 +103,3 @@ def replication_of(settings: ChatSettings) -> Replication | None:
     if not settings.redis_min_replicas:
         return None
     return Replication(settings.redis_min_replicas, settings.redis_wait_timeout_ms)
-
-
-async def redis_ready(redis: Redis) -> None:
-    await redis.ping()

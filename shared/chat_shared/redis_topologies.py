@@ -24,10 +24,12 @@ SLOTS = 16384
 READY_TIMEOUT_SECONDS = 30.0
 
 
-def command(port: int, *args: str | int) -> Any:
+def command(port: int, *args: str | int, password: str | None = None) -> Any:
     """One command to the server on 127.0.0.1:``port`` (redis-py's blocking client:
     assembling a cluster happens before any event loop runs)."""
-    with redis.Redis(port=port, socket_timeout=5, decode_responses=True) as client:
+    with redis.Redis(
+        port=port, password=password, socket_timeout=5, decode_responses=True
+    ) as client:
         return client.execute_command(*args)
 
 
@@ -128,6 +130,9 @@ class LocalSentinel:
     # answer (it forks to resync its replicas) is failed over again, to a replica still
     # in the middle of that resync, and the writes in between are gone.
     down_after_ms: int = 5000
+    # Set: every server and Sentinel requires it (requirepass), replicas and Sentinels
+    # authenticate with it (masterauth, auth-pass), as in the production overlay.
+    password: str | None = None
     servers: list[EmbeddedValkey] = field(default_factory=list)
     sentinel_servers: list[EmbeddedValkey] = field(default_factory=list)
 
@@ -138,13 +143,16 @@ class LocalSentinel:
 
     def start(self) -> LocalSentinel:
         root = Path(self.data_dir)
-        primary = EmbeddedValkey(root / "primary", port=free_port()).start()
-        self.servers.append(primary)
+        secured: list[str] = []
+        if self.password:
+            secured = ["--requirepass", self.password, "--masterauth", self.password]
+        primary = EmbeddedValkey(root / "primary", port=free_port(), extra_args=secured)
+        self.servers.append(primary.start())
         for index in range(self.replicas):
             replica = EmbeddedValkey(
                 root / f"replica{index}",
                 port=free_port(),
-                extra_args=["--replicaof", "127.0.0.1", str(primary.port)],
+                extra_args=[*secured, "--replicaof", "127.0.0.1", str(primary.port)],
             )
             self.servers.append(replica.start())
         quorum = self.sentinels // 2 + 1
@@ -162,6 +170,12 @@ class LocalSentinel:
                 f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {self.master_name} 10000\n"
                 f"sentinel parallel-syncs {self.master_name} 1\n"
+                + (
+                    f'requirepass "{self.password}"\n'
+                    f'sentinel auth-pass {self.master_name} "{self.password}"\n'
+                    if self.password
+                    else ""
+                )
             )
             sentinel = EmbeddedValkey(
                 folder, port=port, config_file=config, extra_args=["--sentinel"]
@@ -175,7 +189,7 @@ class LocalSentinel:
         return self
 
     def _replicas_in_sync(self) -> bool:
-        info = command(self.master_port(), "INFO", "replication")
+        info = command(self.master_port(), "INFO", "replication", password=self.password)
         links = [info.get(f"slave{n}", {}) for n in range(int(info.get("connected_slaves", 0)))]
         online = sum(link.get("state") == "online" for link in links)
         return bool(online == self.replicas)
@@ -183,7 +197,9 @@ class LocalSentinel:
     def _sentinels_acquainted(self) -> bool:
         for sentinel in self.sentinel_servers:
             assert sentinel.port is not None
-            state = command(sentinel.port, "SENTINEL", "MASTER", self.master_name)
+            state = command(
+                sentinel.port, "SENTINEL", "MASTER", self.master_name, password=self.password
+            )
             if int(state["num-other-sentinels"]) != self.sentinels - 1:
                 return False
             if int(state["num-slaves"]) != self.replicas:
@@ -194,7 +210,9 @@ class LocalSentinel:
         """The primary's port as the Sentinels report it (changes after a failover)."""
         port = self.sentinel_servers[0].port
         assert port is not None
-        _, master = command(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+        _, master = command(
+            port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name, password=self.password
+        )
         return int(master)
 
     def current_primary(self) -> EmbeddedValkey:

@@ -79,11 +79,24 @@ class ChatSettings(BaseSettings):
         default_factory=list, description="Sentinel mode: the Sentinels as host:port."
     )
     redis_master: str = Field("chat", description="Sentinel mode: the monitored primary's name.")
-    redis_username: str | None = Field(None, description="Redis ACL user (cluster, sentinel).")
-    redis_password: SecretStr | None = Field(
-        None, description="Redis password (cluster, sentinel; single mode puts it in the URL)."
+    redis_username: str | None = Field(
+        None, description="Redis ACL user (every mode; in single mode a user in the URL wins)."
     )
-    redis_tls: bool = Field(False, description="TLS to the Redis nodes (cluster, sentinel).")
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Redis password, also sent to the Sentinels (every mode; in single mode "
+        "a password in the URL wins). In Kubernetes it comes from a Secret.",
+    )
+    redis_tls: bool = Field(
+        False,
+        description="TLS to the Redis nodes and Sentinels (cluster, sentinel; single mode "
+        "uses a rediss:// URL).",
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the Redis servers' certificates, which "
+        "are verified against it (host name included). Unset: the system's CAs.",
+    )
     redis_min_replicas: int = Field(
         0,
         ge=0,
@@ -136,6 +149,15 @@ class ChatSettings(BaseSettings):
     )
     max_message_chars: int = Field(
         DEFAULT_MAX_MESSAGE_CHARS, ge=1, description="Longest message body, in characters."
+    )
+    send_rate: float = Field(
+        20.0,
+        gt=0,
+        description="Messages per second one user may send, counted over every socket, "
+        "REST post and process together (in Redis).",
+    )
+    send_burst: int = Field(
+        40, ge=1, description="Messages one user may send at once after a quiet spell."
     )
 
     @model_validator(mode="after")

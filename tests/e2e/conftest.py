@@ -16,7 +16,7 @@ from tests.support.stack import RunningStack, start_stack
 def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """The engines under the stack: the embedded defaults (one Valkey, SQLite); the
     session's Cassandra node (a fresh keyspace); a local Valkey Cluster; or a primary,
-    two replicas and three Sentinels (both started by the stack under its data dir)."""
+    a replica and three Sentinels (both started by the stack under its data dir)."""
     if request.param == "cassandra":
         node: CassandraEndpoint = request.getfixturevalue("cassandra")
         return node.env(f"e2e_{uuid.uuid4().hex[:12]}")

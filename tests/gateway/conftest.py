@@ -59,6 +59,11 @@ async def start_gateway(
             # Tests send in bursts; the rate-limit tests set their own limits.
             "send_rate": 10_000,
             "send_burst": 10_000,
+            "frame_rate": 10_000,
+            "frame_burst": 10_000,
+            "read_rate": 10_000,
+            "read_burst": 10_000,
+            "handshakes_per_minute_per_user": 100_000,
         }
         values.update(overrides)
         settings = GatewaySettings(**values)

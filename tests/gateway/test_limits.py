@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from redis.asyncio import Redis
+
+from chat_shared.keys import READ_MARKERS_STREAM, user_cursors
 from tests.gateway.conftest import GatewayFactory
 from tests.support.tokens import TokenMinter
+from tests.support.waiting import eventually
 from tests.support.wsclient import ChatSocket
 
 Members = Callable[..., Awaitable[None]]
@@ -68,3 +72,126 @@ async def test_invalid_device_id_is_refused(
     gateway = await start_gateway()
     socket = await ChatSocket.open(gateway.ws_url, minter.token("u1"), device_id="a%20b")
     assert await socket.closed_with() == 1008
+
+
+async def test_the_send_limit_is_per_user_over_every_socket_and_gateway(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members
+) -> None:
+    """Three devices on two gateways share one budget of three sends (the burst)."""
+    first = await start_gateway(send_rate=0.1, send_burst=3)
+    second = await start_gateway(send_rate=0.1, send_burst=3)
+    await members("c1", ["alice", "bob"])
+    token = minter.token("alice")
+    sockets = [
+        await ChatSocket.open(url, token, device_id=f"d{i}")
+        for i, url in enumerate([first.ws_url, second.ws_url, first.ws_url])
+    ]
+    for socket in sockets:
+        await socket.start()
+    for i, socket in enumerate(sockets):
+        for n in range(3):
+            await socket.send(type="send", client_id=f"s{i}-{n}", conversation_id="c1", body="hi")
+    replies = [await _answer(socket) for socket in sockets for _ in range(3)]
+    accepted = [r for r in replies if r["type"] == "sent"]
+    refused = [r for r in replies if r["type"] == "error"]
+    assert len(accepted) == 3
+    assert len(refused) == 6
+    assert {r["code"] for r in refused} == {"rate_limited"}
+    assert all(r["retry_after_ms"] > 0 for r in refused)
+    for socket in sockets:
+        await socket.close()
+
+
+async def _answer(socket: ChatSocket) -> dict[str, object]:
+    """The next `sent` or `error` frame (skipping the messages of the others)."""
+    while True:
+        frame = await socket.recv()
+        if frame["type"] in ("sent", "error"):
+            return frame
+
+
+async def test_a_read_at_or_below_the_marker_sends_nothing(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members, redis: Redis
+) -> None:
+    gateway = await start_gateway()
+    await members("c1", ["alice", "bob"])
+    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
+    bob = await ChatSocket.open(gateway.ws_url, minter.token("bob"))
+    await alice.start()
+    await bob.start()
+    for n in range(3):
+        await alice.send(type="send", client_id=f"k{n}", conversation_id="c1", body="hi")
+        await alice.expect("sent")
+    await bob.messages(3)
+
+    await bob.send(type="read", conversation_id="c1", seq=2)
+    first = await alice.expect("receipt")
+    assert (first["user_id"], first["seq"]) == ("bob", 2)
+    for seq in (2, 1, 2, 1):  # repeats and older markers: no receipt, no stream entry
+        await bob.send(type="read", conversation_id="c1", seq=seq)
+    await bob.send(type="read", conversation_id="c1", seq=3)
+    second = await alice.expect("receipt")
+    assert second["seq"] == 3, "a receipt for a read that changed nothing went out"
+    assert await redis.xlen(READ_MARKERS_STREAM) == 2
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_ping_flood_is_limited_then_closed_1008_and_others_are_unaffected(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members
+) -> None:
+    gateway = await start_gateway(frame_rate=5.0, frame_burst=10)
+    await members("c1", ["alice", "bob"])
+    flooder = await ChatSocket.open(gateway.ws_url, minter.token("mallory"))
+    await flooder.start()
+    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
+    bob = await ChatSocket.open(gateway.ws_url, minter.token("bob"))
+    await alice.start()
+    await bob.start()
+
+    for _ in range(20):
+        await flooder.send(type="ping")
+    answers = [await flooder.recv() for _ in range(20)]
+    assert [a["type"] for a in answers].count("pong") == 10
+    limited = [a for a in answers if a["type"] == "error"]
+    assert {a["code"] for a in limited} == {"rate_limited"}
+    assert all(a["retry_after_ms"] > 0 for a in limited)
+    for _ in range(400):
+        try:
+            await flooder.send(type="ping")
+        except Exception:
+            break
+    assert await flooder.closed_with() == 1008
+
+    await alice.send(type="send", client_id="after", conversation_id="c1", body="still here")
+    await alice.expect("sent")
+    (message,) = await bob.messages(1)
+    assert message["message"]["client_id"] == "after"
+    await alice.close()
+    await bob.close()
+
+
+async def test_acks_over_the_frame_budget_are_folded_not_refused(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members, redis: Redis
+) -> None:
+    gateway = await start_gateway(frame_rate=1.0, frame_burst=2)
+    await members("c1", ["alice", "bob"])
+    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
+    bob = await ChatSocket.open(gateway.ws_url, minter.token("bob"), device_id="phone")
+    await alice.start()
+    await bob.start()
+    for n in range(6):
+        await alice.send(type="send", client_id=f"k{n}", conversation_id="c1", body="hi")
+    cursors = [m["cursor"] for m in await bob.messages(6)]
+    for cursor in cursors:
+        await bob.send(type="ack", cursor=cursor)
+    # Sends have their own budget: the next frame bob gets is its `sent`, no error.
+    await bob.send(type="send", client_id="b1", conversation_id="c1", body="ok")
+    assert (await bob.recv())["type"] == "sent", "an ack was answered with an error"
+
+    async def newest_stored() -> bool:
+        return await redis.hget(user_cursors("bob"), "phone") == cursors[-1].encode()
+
+    await eventually(newest_stored, "the newest ack stored by the next tick")
+    await alice.close()
+    await bob.close()

@@ -26,17 +26,23 @@ SettingsFactory = Callable[..., HistorySettings]
 
 
 @pytest.fixture
-def make_settings(data_dir: Path, redis_url: str) -> SettingsFactory:
-    """Settings for this test's data dir and the shared Valkey; schema migrated."""
+def make_settings(data_dir: Path, redis_settings: dict[str, object]) -> SettingsFactory:
+    """Settings for this test's data dir and the Redis under test; schema migrated."""
 
     def make(**overrides: Any) -> HistorySettings:
         values: dict[str, Any] = {
             "data_dir": data_dir,
-            "redis_url": redis_url,
+            **redis_settings,
             "ingest_shards": 4,
             "auth_url": "http://auth.test",
             "max_group_members": 25,
             "max_message_chars": 1000,
+            # Tests create and write in bursts; the limit tests set their own.
+            "conversations_per_minute": 1_000_000,
+            "rest_writes_per_second": 1_000_000,
+            "rest_write_burst": 1_000_000,
+            "send_rate": 1_000_000,
+            "send_burst": 1_000_000,
             "consumer_block_ms": 50,
             "claim_interval_seconds": 0.2,
             "claim_idle_ms": 5000,

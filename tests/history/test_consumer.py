@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from chat_history.consumer import HistoryConsumer
@@ -154,6 +155,7 @@ async def test_a_message_reusing_a_stored_seq_is_dead_lettered_not_lost(
     assert _sample(runtime.metrics, "chat_history_dead_letters_total") == 1
 
 
+@pytest.mark.parametrize("redis_topology", ["single", "cluster"])
 async def test_read_markers_from_the_gateway_stream(
     runtime: HistoryRuntime, settings: HistorySettings, users: Users, redis: Redis
 ) -> None:

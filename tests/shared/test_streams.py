@@ -1,10 +1,12 @@
-"""The shared consumer-group worker on a real Valkey: recovery after a restart, claims
-of a dead consumer's entries, dead letters, and an outage that costs no delivery."""
+"""The shared consumer-group worker on a real Valkey and on a Valkey Cluster (its two
+streams in two slots): recovery after a restart, claims of a dead consumer's entries,
+dead letters, and an outage that costs no delivery."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from chat_shared.streams import DeadLetters, Entry, GroupWorker
@@ -38,6 +40,11 @@ class Recorder:
 
     def values(self) -> list[bytes]:
         return sorted(e.fields[b"n"] for e in self.seen)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def worker(redis: Redis, handler: Recorder, consumer: str = "c1", **options: Any) -> GroupWorker:

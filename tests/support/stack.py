@@ -16,17 +16,17 @@ import httpx2
 from bench.checker import Report, check
 from bench.device import Device
 from bench.logs import CompleteRecord, HistoryRecord, LoggedMessage, MembershipRecord, Record
+from bench.stack import RELAXED_LIMITS
 from chat_shared.devstack import ServiceProcess, Stack
 from tests.support.ports import free_port
 
 # Cheap hashing and generous limits: these tests measure delivery, not brute-force
 # protection (the auth suite covers that).
 TEST_ENV = {
+    **RELAXED_LIMITS,
     "CHAT_ARGON2_TIME_COST": "2",
     "CHAT_ARGON2_MEMORY_KIB": "19456",
     "CHAT_SIGNUPS_PER_ADDRESS": "100000",
-    "CHAT_SEND_RATE": "100000",
-    "CHAT_SEND_BURST": "100000",
     "CHAT_MAX_CONNECTIONS_PER_IP": "100000",
     "CHAT_INGEST_SHARDS": "8",
     "CHAT_FANOUT_LEASE_SECONDS": "2",

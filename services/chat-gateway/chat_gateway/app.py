@@ -27,9 +27,10 @@ from chat_gateway.metrics import GatewayMetrics
 from chat_gateway.presence import Presence
 from chat_gateway.protocol import SessionLimits
 from chat_gateway.receipts import Receipts
-from chat_gateway.runtime import GatewayRuntime
+from chat_gateway.runtime import GatewayRules, GatewayRuntime
 from chat_gateway.settings import GatewaySettings
 from chat_shared.ingest import Ingest
+from chat_shared.limits import RateLimiter, send_rule
 from chat_shared.redis import connect_redis, replication_of
 from chat_shared.revocation import REVOCATION_CHANNEL
 from chat_shared.tasks import stop_if_cancelled
@@ -169,6 +170,8 @@ def build_runtime(
 ) -> GatewayRuntime:
     sessions = LocalSessions()
     events = EventRouter(redis)
+    limiter = RateLimiter(redis)
+    rules = GatewayRules.of(settings)
     return GatewayRuntime(
         settings=settings,
         gateway_id=gateway_id,
@@ -180,11 +183,15 @@ def build_runtime(
             shards=settings.ingest_shards,
             max_chars=settings.max_message_chars,
             replication=replication_of(settings),
+            limiter=limiter,
+            send_rule=send_rule(settings),
         ),
         inbox=Inbox(redis, maxlen=settings.inbox_maxlen),
         sessions=sessions,
         events=events,
-        receipts=Receipts(redis, events, shards=settings.ingest_shards),
+        receipts=Receipts(
+            redis, events, shards=settings.ingest_shards, limiter=limiter, read_rule=rules.read
+        ),
         presence=Presence(
             redis,
             events,
@@ -197,10 +204,14 @@ def build_runtime(
             send_rate=settings.send_rate,
             send_burst=settings.send_burst,
             typing_rate=settings.typing_rate,
+            frame_rate=settings.frame_rate,
+            frame_burst=settings.frame_burst,
             max_chars=settings.max_message_chars,
             heartbeat_interval=settings.heartbeat_interval,
             presence_timeout=settings.presence_timeout,
         ),
+        limiter=limiter,
+        rules=rules,
         allowed_origins=frozenset(settings.allowed_origins) | frozenset(settings.cors_origins),
     )
 

@@ -39,6 +39,7 @@ from chat_gateway.protocol import (
     StoreCursor,
 )
 from chat_shared.errors import ChatError, Unavailable
+from chat_shared.limits import user_subject
 from chat_shared.logs import session_id_var
 from chat_shared.tokens import Principal, TokenError
 
@@ -239,6 +240,12 @@ class Connection:
             self.apply(self.core.effect_refused(exc))
 
     async def _reauthenticate(self, token: str) -> None:
+        try:
+            # Each renewal costs a signature check: limited per user over all sockets.
+            await self.runtime.limiter.check(user_subject(self.user_id), self.runtime.rules.auth)
+        except ChatError as exc:
+            self.apply(self.core.effect_refused(exc))
+            return
         try:
             principal = await self.runtime.verifier.verify(token)
         except TokenError as exc:

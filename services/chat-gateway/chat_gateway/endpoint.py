@@ -28,6 +28,7 @@ from chat_gateway.protocol import (
 from chat_gateway.runtime import GatewayRuntime
 from chat_gateway.upstream import HistoryClient
 from chat_shared.keys import user_sessions
+from chat_shared.limits import address_subject, user_subject
 from chat_shared.logs import session_id_var
 from chat_shared.tokens import (
     SUBPROTOCOL,
@@ -91,6 +92,15 @@ class WebSocketEndpoint:
         requested = parse_cursor(requested_text) if requested_text else None
 
         settings = runtime.settings
+        rules = runtime.rules
+        waits = await asyncio.gather(
+            runtime.limiter.wait_seconds(address_subject(address), rules.handshake_address),
+            runtime.limiter.wait_seconds(user_subject(principal.user_id), rules.handshake_user),
+        )
+        if max(waits) > 0:
+            # Reconnect storms and scripted reconnects: refused before any session work.
+            await refuse(CLOSE_TOO_MANY_CONNECTIONS, "too many connection attempts; retry later")
+            return
         if runtime.sessions.by_address.get(address, 0) >= settings.max_connections_per_ip:
             await refuse(CLOSE_TOO_MANY_CONNECTIONS, "too many connections from this address")
             return

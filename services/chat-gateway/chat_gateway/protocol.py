@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from chat_gateway import frames
 from chat_gateway.cursors import Cursor, format_cursor, parse_cursor
-from chat_shared.errors import ChatError
+from chat_shared.errors import ChatError, RateLimited
 from chat_shared.ingest import DEFAULT_MAX_MESSAGE_CHARS, MAX_CLIENT_ID_CHARS, IngestedMessage
 
 CLOSE_TOKEN_INVALID = 4401
@@ -112,6 +112,11 @@ class SessionLimits:
     send_rate: float = 20.0
     send_burst: int = 40
     typing_rate: float = 2.0
+    # Every other frame (ack, read, ping, auth, and malformed ones, which get an error
+    # frame back): one budget per socket, so that no flood of cheap frames turns into
+    # unbounded work or output. The per-user limits in Redis come after it.
+    frame_rate: float = 50.0
+    frame_burst: int = 200
     max_chars: int = DEFAULT_MAX_MESSAGE_CHARS
     heartbeat_interval: float = 5.0
     presence_timeout: float = 30.0
@@ -144,6 +149,8 @@ class SessionCore:
         self.closed = False
         self.sends = TokenBucket(self.limits.send_rate, self.limits.send_burst)
         self.typing = TokenBucket(self.limits.typing_rate, max(1.0, self.limits.typing_rate * 2))
+        self.frames = TokenBucket(self.limits.frame_rate, self.limits.frame_burst)
+        self.deferred_ack: Cursor | None = None
         self.refusals: list[float] = []
 
     # Session lifecycle ---------------------------------------------------------------
@@ -169,6 +176,9 @@ class SessionCore:
             return self._close(CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
         if now >= self.token_expires_at:
             return self._close(CLOSE_TOKEN_INVALID, "access token expired")
+        if self.deferred_ack is not None:
+            cursor, self.deferred_ack = self.deferred_ack, None
+            return [StoreCursor(format_cursor(cursor))]
         return []
 
     def revoke(self) -> list[Effect]:
@@ -178,7 +188,11 @@ class SessionCore:
         if self.closed:
             return []
         self.closed = True
-        return [Close(code, reason)]
+        effects: list[Effect] = []
+        if self.deferred_ack is not None:  # what the client acknowledged stays so
+            effects.append(StoreCursor(format_cursor(self.deferred_ack)))
+            self.deferred_ack = None
+        return [*effects, Close(code, reason)]
 
     # Client frames ---------------------------------------------------------------------
 
@@ -190,24 +204,27 @@ class SessionCore:
         try:
             frame = frames.parse_client_frame(raw)
         except frames.BadFrame as exc:
-            return self._refuse("bad_frame", exc.message, exc.client_id)
+            return self._over_frame_budget() or self._refuse(
+                "bad_frame", exc.message, exc.client_id
+            )
         match frame:
             case frames.SendFrame():
                 return self._send(frame)
-            case frames.PingFrame():
-                return [Send(frames.pong())]
-            case frames.AckFrame():
-                if parse_cursor(frame.cursor) is None:
-                    return self._refuse("invalid", "cursor is not an inbox cursor")
-                return [StoreCursor(frame.cursor)]
-            case frames.ReadFrame():
-                if frame.seq < 1 or frame.seq > 2**53:
-                    return self._refuse("invalid", "seq is out of range")
-                return [MarkRead(frame.conversation_id, frame.seq)]
             case frames.TypingFrame():
                 if self.typing.take(now) > 0:
                     return []  # typing is advisory: excess is dropped silently
                 return [PublishTyping(frame.conversation_id, frame.active)]
+            case frames.AckFrame():
+                return self._ack(frame.cursor)
+        if over := self._over_frame_budget():
+            return over
+        match frame:
+            case frames.PingFrame():
+                return [Send(frames.pong())]
+            case frames.ReadFrame():
+                if frame.seq < 1 or frame.seq > 2**53:
+                    return self._refuse("invalid", "seq is out of range")
+                return [MarkRead(frame.conversation_id, frame.seq)]
             case frames.AuthFrame():
                 return [Reauthenticate(frame.token)]
         return self._refuse("bad_frame", "unsupported frame")
@@ -215,7 +232,32 @@ class SessionCore:
     def receive_binary(self, now: float) -> list[Effect]:
         self.now = now
         self.last_heartbeat = now
-        return self._refuse("bad_frame", "binary frames are not part of the protocol")
+        return self._over_frame_budget() or self._refuse(
+            "bad_frame", "binary frames are not part of the protocol"
+        )
+
+    def _ack(self, text: str) -> list[Effect]:
+        # Acks are cumulative: over the frame budget they are not refused but folded
+        # into the newest one, which the next tick stores. A flood of acks costs a parse
+        # each and one cursor write per tick.
+        cursor = parse_cursor(text)
+        if cursor is None:
+            return self._over_frame_budget() or self._refuse(
+                "invalid", "cursor is not an inbox cursor"
+            )
+        if self.frames.take(self.now) > 0:
+            if self.deferred_ack is None or cursor > self.deferred_ack:
+                self.deferred_ack = cursor
+            return []
+        return [StoreCursor(text)]
+
+    def _over_frame_budget(self) -> list[Effect]:
+        wait = self.frames.take(self.now)
+        if wait <= 0:
+            return []
+        return self._refuse(
+            "rate_limited", "too many frames; slow down", retry_after_ms=math.ceil(wait * 1000)
+        )
 
     def _send(self, frame: frames.SendFrame) -> list[Effect]:
         wait = self.sends.take(self.now)
@@ -274,13 +316,20 @@ class SessionCore:
         ]
 
     def ingest_failed(self, client_id: str, error: ChatError) -> list[Effect]:
-        code = {404: "not_member", 413: "too_large", 429: "rate_limited"}.get(
+        if isinstance(error, RateLimited):
+            return self._refuse(
+                "rate_limited", error.detail, client_id, retry_after_ms=error.retry_after_ms
+            )
+        code = {404: "not_member", 413: "too_large"}.get(
             error.status, "invalid" if error.status == 422 else "unavailable"
         )
         return [Send(frames.error(code, error.detail, client_id))]
 
     def effect_refused(self, error: ChatError) -> list[Effect]:
-        """A read or typing frame the I/O layer refused (not a member, seq too far...)."""
+        """A read, typing or auth frame the I/O layer refused (not a member, seq too
+        far, over the user's limit...)."""
+        if isinstance(error, RateLimited):
+            return self._refuse("rate_limited", error.detail, retry_after_ms=error.retry_after_ms)
         code = "not_member" if error.status == 404 else "invalid"
         return self._refuse(code, error.detail)
 

@@ -4,6 +4,11 @@ Both check membership against the Redis cache. A read marker goes to history thr
 a stream (history stores it, forward only) and, as a ``receipt`` frame, to the other
 members and to the reader's other devices. Typing goes to the other members' sessions
 only and is never stored.
+
+A read marker only moves forward, so a ``read`` at or below the user's marker changes
+nothing and must cost nothing beyond its check: the user's markers are kept in Redis
+(in the user's slot) and a read that does not raise one sends no stream entry and no
+receipt. Reads are also limited per user over every socket (``CHAT_READ_RATE``).
 """
 
 from __future__ import annotations
@@ -19,16 +24,43 @@ from chat_shared.keys import (
     ingest_shard_for,
     members_key,
     shard_seq,
+    user_read_markers,
 )
+from chat_shared.limits import RateLimiter, Rule, user_subject
+from chat_shared.scripts import LuaScript
 
 READ_STREAM_MAXLEN = 1_000_000
+# Markers of conversations not read for this long are dropped from the hash; a later
+# read of one just raises it again (history still refuses to move a marker back).
+READ_MARKERS_TTL_SECONDS = 30 * 24 * 3600
+
+# KEYS[1]: the user's markers hash.  ARGV[1]: conversation, ARGV[2]: seq, ARGV[3]: ttl.
+# 1 when the marker moved forward (and was stored), 0 when it was already there or past.
+RAISE_MARKER_LUA = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= current then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
 
 
 class Receipts:
-    def __init__(self, redis: Redis, events: EventRouter, *, shards: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        events: EventRouter,
+        *,
+        shards: int,
+        limiter: RateLimiter | None = None,
+        read_rule: Rule | None = None,
+    ) -> None:
         self.redis = redis
         self.events = events
         self.shards = shards
+        self.limiter = limiter
+        self.read_rule = read_rule
+        self._raise_marker = LuaScript(redis, RAISE_MARKER_LUA)
 
     async def _members(self, conversation_id: str, user_id: str) -> list[str]:
         members = await self.redis.smembers(members_key(conversation_id, self.shards))
@@ -40,19 +72,36 @@ class Receipts:
             raise NotFound("No such conversation.")
         return sorted(names)
 
-    async def mark_read(self, user_id: str, conversation_id: str, seq: int) -> None:
+    async def mark_read(self, user_id: str, conversation_id: str, seq: int) -> bool:
+        """Raise the user's read marker; ``False`` when it was there already (nothing
+        is sent then)."""
+        if self.limiter is not None and self.read_rule is not None:
+            await self.limiter.check(user_subject(user_id), self.read_rule)
         members = await self._members(conversation_id, user_id)
         shard = ingest_shard_for(conversation_id, self.shards)
         last = await self.redis.get(shard_seq(shard, conversation_id))
         if last is None or seq > int(last):
             raise Invalid("seq is beyond the last message of the conversation")
-        await self.redis.xadd(
-            READ_MARKERS_STREAM,
-            {"u": user_id, "c": conversation_id, "q": seq},
-            maxlen=READ_STREAM_MAXLEN,
-            approximate=True,
+        moved = await self._raise_marker(
+            keys=[user_read_markers(user_id)],
+            args=[conversation_id, seq, READ_MARKERS_TTL_SECONDS],
         )
+        if not moved:
+            return False
+        try:
+            await self.redis.xadd(
+                READ_MARKERS_STREAM,
+                {"u": user_id, "c": conversation_id, "q": seq},
+                maxlen=READ_STREAM_MAXLEN,
+                approximate=True,
+            )
+        except BaseException:
+            # Not streamed, so history never hears of it: forget the raise, so that the
+            # client's retry of this read is not taken for a repeat.
+            await self.redis.hdel(user_read_markers(user_id), conversation_id)
+            raise
         await self.events.send(members, frames.receipt(conversation_id, user_id, seq))
+        return True
 
     async def typing(self, user_id: str, conversation_id: str, active: bool) -> None:
         members = await self._members(conversation_id, user_id)

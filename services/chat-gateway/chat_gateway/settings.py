@@ -63,9 +63,37 @@ class GatewaySettings(ChatSettings):
     fanout_lease_seconds: float = Field(
         3.0, gt=0, description="Shard lease lifetime; a dead gateway's shards move after it."
     )
-    send_rate: float = Field(20.0, gt=0, description="Sends per second allowed per user.")
-    send_burst: int = Field(40, ge=1, description="Burst of sends allowed per user.")
-    typing_rate: float = Field(2.0, gt=0, description="Typing frames per second per user.")
+    typing_rate: float = Field(
+        2.0, gt=0, description="Typing frames per second per socket; the excess is dropped."
+    )
+    read_rate: float = Field(
+        5.0,
+        gt=0,
+        description="Read markers per second one user may set, over all sockets (in Redis).",
+    )
+    read_burst: int = Field(30, ge=1, description="Read markers one user may set at once.")
+    frame_rate: float = Field(
+        50.0,
+        gt=0,
+        description="Frames per second one socket may send besides messages and typing "
+        "(ack, read, ping, auth); with the cap on sockets per user, a bound per user.",
+    )
+    frame_burst: int = Field(200, ge=1, description="Such frames one socket may send at once.")
+    auth_frames_per_minute: float = Field(
+        6.0,
+        gt=0,
+        description="Token renewals (`auth` frames) per minute one user may make, over all "
+        "sockets: each costs a signature check.",
+    )
+    handshakes_per_minute_per_user: float = Field(
+        30.0, gt=0, description="WebSocket handshakes per minute allowed per user."
+    )
+    handshakes_per_minute_per_address: float = Field(
+        600.0,
+        gt=0,
+        description="WebSocket handshakes per minute allowed per client address (high "
+        "enough for many users behind one NAT).",
+    )
     max_connections_per_user: int = Field(
         20, ge=1, description="Concurrent sockets allowed per user."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
@@ -10,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from chat_history.conversations import Conversations
 from chat_history.messages import DEFAULT_PAGE_LIMIT, Messages
 from chat_history.read_markers import ReadMarkers
+from chat_history.runtime import HistoryRules
 from chat_history.schemas import (
     MAX_SEQ,
     ConversationCreate,
@@ -22,6 +24,7 @@ from chat_history.schemas import (
     ReadMarkerUpdate,
 )
 from chat_history.settings import MAX_PAGE_LIMIT
+from chat_shared.limits import RateLimiter
 from chat_shared.web.auth import CurrentUser, bearer_scheme
 from chat_shared.web.problems import problem_responses
 
@@ -47,6 +50,21 @@ def _read_markers(request: Request) -> ReadMarkers:
     return service
 
 
+@dataclass(frozen=True)
+class WriteLimits:
+    limiter: RateLimiter
+    rules: HistoryRules
+
+
+async def _limit_writes(request: Request, user: CurrentUser) -> None:
+    """Every REST write counts against the caller's write limit (429 past it)."""
+    limits: WriteLimits = request.state.limits
+    await limits.rules.check(limits.limiter, user.user_id, limits.rules.write)
+
+
+LimitedWrite = Depends(_limit_writes)
+
+
 def _bearer(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> str:
@@ -69,16 +87,20 @@ MemberId = Annotated[str, Path(min_length=1, max_length=128)]
     summary="Start a direct conversation or create a group",
     responses={
         200: {"description": "The pair's existing direct conversation", "model": ConversationOut},
-        **problem_responses(400, 401, 413, 422, 503),
+        **problem_responses(400, 401, 413, 422, 429, 503),
     },
+    dependencies=[LimitedWrite],
 )
 async def create_conversation(
+    request: Request,
     user: CurrentUser,
     token: BearerToken,
     service: ConversationsDep,
     response: Response,
     body: Annotated[ConversationCreate, Body()],
 ) -> dict[str, Any]:
+    limits: WriteLimits = request.state.limits
+    await limits.rules.check(limits.limiter, user.user_id, limits.rules.conversation)
     if body.kind == "direct":
         view, created = await service.create_direct(user.user_id, body.members, bearer_token=token)
         if not created:
@@ -115,7 +137,8 @@ async def get_conversation(
     "/{conversation_id}/members",
     response_model=ConversationOut,
     summary="Add members to a group (owner only)",
-    responses=problem_responses(400, 401, 403, 404, 413, 422, 503),
+    responses=problem_responses(400, 401, 403, 404, 413, 422, 429, 503),
+    dependencies=[LimitedWrite],
 )
 async def add_members(
     user: CurrentUser,
@@ -135,7 +158,8 @@ async def add_members(
     status_code=204,
     response_class=Response,
     summary="Remove a member (the owner removes anyone; anyone may leave)",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 429),
+    dependencies=[LimitedWrite],
 )
 async def remove_member(
     user: CurrentUser,
@@ -176,7 +200,7 @@ async def list_messages(
     summary="Post a message",
     description="Same ordering and idempotency as a WebSocket send. A retry with the "
     f"same `client_id` answers 201 with the original message and `{REPLAYED_HEADER}: true`.",
-    responses=problem_responses(400, 401, 404, 413, 422, 503),
+    responses=problem_responses(400, 401, 404, 413, 422, 429, 503),
 )
 async def post_message(
     user: CurrentUser,
@@ -198,7 +222,8 @@ async def post_message(
     status_code=204,
     response_class=Response,
     summary="Move my read marker forward",
-    responses=problem_responses(400, 401, 404, 413, 422),
+    responses=problem_responses(400, 401, 404, 413, 422, 429),
+    dependencies=[LimitedWrite],
 )
 async def mark_read(
     user: CurrentUser,

@@ -66,6 +66,7 @@ def create_app(
                 "conversations": runtime.conversations,
                 "messages": runtime.messages,
                 "read_markers": runtime.read_markers,
+                "limits": api.WriteLimits(runtime.limiter, runtime.rules),
             }
         finally:
             running.runtime = None

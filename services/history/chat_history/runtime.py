@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -27,6 +28,7 @@ from chat_history.storage import open_store
 from chat_history.tail import UnpersistedTail
 from chat_shared.ingest import Ingest
 from chat_shared.keys import CONSUMER_GROUPS, HISTORY_GROUP, READ_MARKERS_STREAM, shard_stream
+from chat_shared.limits import RateLimiter, Rule, per_minute, send_rule, user_subject
 from chat_shared.membership import MembershipCache
 from chat_shared.ports.history import HistoryStore, UserDirectory
 from chat_shared.redis import connect_redis, replication_of
@@ -41,6 +43,26 @@ _STOP_ATTEMPTS = 50
 # A consumer name idle this long with nothing pending belongs to a process long gone.
 _IDLE_CONSUMER_MS = 3_600_000
 _STOP_WAIT_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class HistoryRules:
+    """Per-user limits of the REST writes, counted in Redis over every process (the
+    message limit is the ingest's, shared with the gateway)."""
+
+    conversation: Rule
+    write: Rule
+
+    @classmethod
+    def of(cls, settings: HistorySettings) -> HistoryRules:
+        return cls(
+            conversation=per_minute("conversation", settings.conversations_per_minute),
+            write=Rule("rest_write", settings.rest_writes_per_second, settings.rest_write_burst),
+        )
+
+    async def check(self, limiter: RateLimiter, user_id: str, *rules: Rule) -> None:
+        for rule in rules:
+            await limiter.check(user_subject(user_id), rule)
 
 
 class HistoryRuntime:
@@ -60,11 +82,15 @@ class HistoryRuntime:
         self.store = store
         self.http = http
         shards = settings.ingest_shards
+        self.limiter = RateLimiter(redis)
+        self.rules = HistoryRules.of(settings)
         self.ingest = Ingest(
             redis,
             shards=shards,
             max_chars=settings.max_message_chars,
             replication=replication_of(settings),
+            limiter=self.limiter,
+            send_rule=send_rule(settings),
         )
         self.cache = MembershipCache(redis, shards)
         self.membership = Membership(store, self.cache)

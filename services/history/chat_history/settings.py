@@ -27,6 +27,18 @@ def largest_row_bytes(max_message_chars: int) -> int:
 
 class HistorySettings(ChatSettings):
     service_name: str = Field("history", description="Name used in logs and metrics.")
+    conversations_per_minute: float = Field(
+        20.0,
+        gt=0,
+        description="Conversations one user may create per minute (direct or group).",
+    )
+    rest_writes_per_second: float = Field(
+        10.0,
+        gt=0,
+        description="REST writes per second one user may make besides messages (members, "
+        "read markers...), over every history process.",
+    )
+    rest_write_burst: int = Field(30, ge=1, description="Such writes one user may make at once.")
     auth_url: str = Field(
         "http://127.0.0.1:8001",
         description="Base URL of the auth service, asked which user ids exist.",
