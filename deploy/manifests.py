@@ -173,3 +173,37 @@ def served_service(container: Document) -> str | None:
 def flag_value(container: Document, flag: str) -> str | None:
     args = [str(arg) for arg in container.get("args", [])]
     return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def mounted_file(spec: Document, container: Document, path: str) -> tuple[Document, str] | None:
+    """The volume a container sees ``path`` in, and the file's path inside that volume
+    (None when no mount of the container covers ``path``). The deepest mount wins."""
+    best: tuple[Document, str] | None = None
+    depth = -1
+    for mount in container.get("volumeMounts", []):
+        root = str(mount["mountPath"]).rstrip("/")
+        if path.startswith(root + "/") and root.count("/") > depth:
+            volume = next(v for v in spec.get("volumes", []) if v["name"] == mount["name"])
+            best, depth = (volume, path[len(root) + 1 :]), root.count("/")
+    return best
+
+
+def projected_keys(volume: Document) -> dict[str, str] | None:
+    """File name -> key of a Secret or ConfigMap volume that lists its ``items``; None
+    when every key of the source is projected under its own name."""
+    source = volume.get("secret") or volume.get("configMap") or {}
+    items = source.get("items")
+    if items is None:
+        return None
+    return {str(item["path"]): str(item["key"]) for item in items}
+
+
+def config_map_file(docs: list[Document], spec: Document, container: Document, path: str) -> str:
+    """The text of ``path`` as the container sees it, when a ConfigMap volume holds it."""
+    found = mounted_file(spec, container, path)
+    if found is None or "configMap" not in found[0]:
+        raise LookupError(f"{container['name']}: no ConfigMap is mounted at {path}")
+    volume, name = found
+    keys = projected_keys(volume)
+    key = name if keys is None else keys[name]
+    return str(one(docs, "ConfigMap", volume["configMap"]["name"])["data"][key])

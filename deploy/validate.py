@@ -42,7 +42,7 @@ CLUSTER_SCOPED_KINDS = {"Namespace", "GatewayClass", "ClusterRole", "ClusterRole
 
 # Secrets that are created in the cluster by hand or by cert-manager, never committed:
 # the manifests may refer to them although no render contains them.
-EXTERNAL_SECRETS = {"chat-signing-keys", "chat-tls"}
+EXTERNAL_SECRETS = {"chat-signing-keys", "chat-tls", "chat-redis-auth", "chat-redis-tls"}
 
 
 def _describe(doc: Document) -> str:
@@ -98,6 +98,14 @@ def _pod_reference_problems(docs: list[Document]) -> list[str]:
                 ref = source.get("configMapRef", {}).get("name")
                 if ref is not None and ref not in config_maps:
                     problems.append(f"{where}: envFrom names a missing ConfigMap {ref}")
+            for item in container.get("env", []):
+                value_from = item.get("valueFrom", {})
+                secret = value_from.get("secretKeyRef", {}).get("name")
+                if secret is not None and secret not in secrets:
+                    problems.append(f"{where}: env {item['name']} names an unknown Secret")
+                config_map = value_from.get("configMapKeyRef", {}).get("name")
+                if config_map is not None and config_map not in config_maps:
+                    problems.append(f"{where}: env {item['name']} names a missing ConfigMap")
             mounts = {mount["name"] for mount in container.get("volumeMounts", [])}
             missing = (
                 mounts

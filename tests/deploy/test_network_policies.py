@@ -15,22 +15,37 @@ NGINX_NAMESPACE = {"kubernetes.io/metadata.name": "ingress-nginx"}
 STRANGER_NAMESPACE = {"kubernetes.io/metadata.name": "someone-else"}
 ANY_POD = {"app": "proxy"}
 
+SERVICES = ("gateway", "auth", "history")
+SENTINEL = "redis-sentinel"
 # Connections the system cannot work without: (from, to, port).
 REQUIRED = [
     ("gateway", "auth", 8001),
     ("gateway", "history", 8002),
     ("history", "auth", 8001),
-    *[(service, "redis", 6379) for service in ("gateway", "auth", "history")],
-    *[(service, "scylla", 9042) for service in ("gateway", "auth", "history", "migrate")],
+    *[(service, "redis", 6379) for service in SERVICES],
+    *[(service, "scylla", 9042) for service in (*SERVICES, "migrate")],
     ("scylla", "scylla", 7000),
 ]
 # Who may open a connection to each store port.
 STORE_CLIENTS = {
-    ("redis", 6379): {"gateway", "auth", "history", "redis"},
-    ("scylla", 9042): {"gateway", "auth", "history", "migrate"},
-    ("scylla", 19042): {"gateway", "auth", "history", "migrate"},
+    ("redis", 6379): {*SERVICES, "redis"},
+    ("scylla", 9042): {*SERVICES, "migrate"},
+    ("scylla", 19042): {*SERVICES, "migrate"},
     ("scylla", 7000): {"scylla"},
 }
+# Every path to or between Valkey pods, (from, to, port), with one server: the chat
+# services, and the server itself (replication, were there a replica).
+REDIS_PATHS = {*[(service, "redis", 6379) for service in SERVICES], ("redis", "redis", 6379)}
+# With Sentinel: the services also ask the Sentinels; a starting server asks them whom
+# to follow; the Sentinels watch and reconfigure the servers and talk to each other.
+SENTINEL_PATHS = {
+    *REDIS_PATHS,
+    *[(service, SENTINEL, 26379) for service in SERVICES],
+    ("redis", SENTINEL, 26379),
+    (SENTINEL, "redis", 6379),
+    (SENTINEL, SENTINEL, 26379),
+}
+REDIS_PORTS = (6379, 26379)
 
 
 class Peer:
@@ -114,24 +129,42 @@ def test_everything_is_denied_unless_allowed(docs: list[Document]) -> None:
     assert set(default[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
+def has_sentinels(docs: list[Document]) -> bool:
+    return SENTINEL in chat_pods(docs)
+
+
 def test_every_connection_the_system_needs_is_open(docs: list[Document]) -> None:
     pods = chat_pods(docs)
-    for source, target, port in REQUIRED:
+    required = [*REQUIRED, *(SENTINEL_PATHS if has_sentinels(docs) else [])]
+    for source, target, port in required:
         for client in pods[source]:
             for server in pods[target]:
                 assert allowed(docs, client, server, port), (source, target, port)
 
 
-@pytest.mark.parametrize(("store", "port"), sorted(STORE_CLIENTS))
+def store_clients(docs: list[Document]) -> dict[tuple[str, int], set[str]]:
+    """Who may open a connection to each store port of this overlay."""
+    clients = dict(STORE_CLIENTS)
+    if has_sentinels(docs):
+        clients[("redis", 6379)] = {*SERVICES, "redis", SENTINEL}
+        clients[(SENTINEL, 26379)] = {*SERVICES, "redis", SENTINEL}
+    return clients
+
+
+@pytest.mark.parametrize(("store", "port"), [*sorted(STORE_CLIENTS), (SENTINEL, 26379)])
 def test_only_chat_pods_reach_the_stores(docs: list[Document], store: str, port: int) -> None:
     pods = chat_pods(docs)
+    expected = store_clients(docs).get((store, port))
+    if expected is None:
+        assert store not in pods, f"{store} runs here but the test expects nobody to reach it"
+        return
     admitted = {
         component
         for component, clients in pods.items()
         for client in clients
         if all(allowed(docs, client, server, port) for server in pods[store])
     }
-    assert admitted == STORE_CLIENTS[(store, port)]
+    assert admitted == expected
     for namespace in (EDGE_NAMESPACE, NGINX_NAMESPACE, STRANGER_NAMESPACE):
         outsider = Peer(ANY_POD, namespace)
         assert not any(allowed(docs, outsider, server, port) for server in pods[store])
@@ -147,7 +180,7 @@ def test_the_edge_reaches_the_service_ports_only(overlay: str, docs: list[Docume
     public_ports = {"gateway": 8000, "auth": 8001, "history": 8002}
     for edge in edges:
         for component, servers in pods.items():
-            for port in (8000, 8001, 8002, 6379, 9042, 7000):
+            for port in (8000, 8001, 8002, 6379, 26379, 9042, 7000):
                 for server in servers:
                     expected = public_ports.get(component) == port
                     assert allowed(docs, edge, server, port) == expected, (component, port)
@@ -169,3 +202,21 @@ def test_nothing_may_leave_for_arbitrary_addresses(docs: list[Document]) -> None
             assert not any("ipBlock" in peer for peer in rule.get("to", []))
             if "to" not in rule:  # only name lookups may go anywhere
                 assert {item["port"] for item in rule["ports"]} == {53}, policy["metadata"]
+
+
+def test_valkey_paths_are_exactly_the_ones_its_topology_uses(
+    overlay: str, docs: list[Document]
+) -> None:
+    """Every (from, to, port) the policies open on the Valkey ports, against the list:
+    nothing the servers or Sentinels need is missing, and nothing else is open."""
+    pods = chat_pods(docs)
+    opened = {
+        (source, target, port)
+        for source, clients in pods.items()
+        for target, servers in pods.items()
+        for port in REDIS_PORTS
+        if any(allowed(docs, client, server, port) for client in clients for server in servers)
+    }
+    expected = SENTINEL_PATHS if overlay in ("production", "ingress") else REDIS_PATHS
+    assert opened == expected
+    assert has_sentinels(docs) == (overlay in ("production", "ingress"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from deploy.manifests import Document, container_env, find, flag_value, pod_labels, selects
+from deploy.manifests import Document, container_env, find, pod_labels, selects
 
 SERVICE_DEPLOYMENTS = ("gateway", "auth", "history")
 
@@ -106,7 +106,7 @@ def test_disruption_budgets_cover_every_replicated_workload(
 ) -> None:
     docs = rendered["production"]
     budgets = find(docs, "PodDisruptionBudget")
-    for name in (*SERVICE_DEPLOYMENTS, "scylla"):
+    for name in (*SERVICE_DEPLOYMENTS, "scylla", "redis", "redis-sentinel"):
         workload = find(docs, "Deployment", name) or find(docs, "StatefulSet", name)
         labels = pod_labels(workload[0])
         covering = [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], labels)]
@@ -115,16 +115,18 @@ def test_disruption_budgets_cover_every_replicated_workload(
         assert budget.get("maxUnavailable") == 1 or budget.get("minAvailable", 0) >= 1, name
 
 
-def test_production_redis_has_a_persistent_replica(rendered: dict[str, list[Document]]) -> None:
-    docs = rendered["production"]
-    (replica,) = find(docs, "StatefulSet", "redis-replica")
-    container = replica["spec"]["template"]["spec"]["containers"][0]
-    args = [str(arg) for arg in container["args"]]
-    at = args.index("--replicaof")
-    assert args[at + 1 : at + 3] == ["redis", "6379"]  # the primary's Service
-    assert flag_value(container, "--appendonly") == "yes"
-    assert replica["spec"]["volumeClaimTemplates"], "the replica keeps its own copy on disk"
-    (primary_service,) = find(docs, "Service", "redis")
-    assert not selects(primary_service["spec"]["selector"], pod_labels(replica)), (
-        "clients must never be sent to the read-only replica"
-    )
+def test_production_redis_fails_over_without_an_operator(
+    rendered: dict[str, list[Document]],
+) -> None:
+    # The manual, traffic-less replica and its hand promotion are gone: three servers
+    # behind three Sentinels (tests/deploy/test_redis_sentinel.py has the details).
+    for overlay in ("production", "ingress"):
+        docs = rendered[overlay]
+        assert not find(docs, "StatefulSet", "redis-replica"), overlay
+        (servers,) = find(docs, "StatefulSet", "redis")
+        (sentinels,) = find(docs, "StatefulSet", "redis-sentinel")
+        assert servers["spec"]["replicas"] == sentinels["spec"]["replicas"] == 3, overlay
+        assert servers["spec"]["volumeClaimTemplates"], "each server keeps its own copy"
+        env = common_env(docs)
+        assert env["CHAT_REDIS_MODE"] == "sentinel", overlay
+        assert env["CHAT_REDIS_MIN_REPLICAS"] == "1", overlay

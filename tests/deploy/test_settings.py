@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ import pytest
 import chat_shared.serve
 import chat_shared.settings
 from deploy.manifests import (
+    NAMESPACE,
     Document,
     container_env,
     find,
@@ -38,7 +40,6 @@ SETTINGS_CLASSES = {
 # Settings whose code default only makes sense on one machine (loopback URLs, SQLite,
 # an embedded Redis, generated keys): the cluster must set every one of them.
 MUST_SET_EVERYWHERE = {
-    "redis_url",
     "store",
     "cassandra_hosts",
     "cassandra_local_dc",
@@ -51,6 +52,20 @@ MUST_SET = {
     "auth": MUST_SET_EVERYWHERE | {"jwks_url", "signing_keys_dir", "signing_keys_generate"},
     "history": MUST_SET_EVERYWHERE | {"jwks_url", "auth_url"},
     "migrate": MUST_SET_EVERYWHERE,
+}
+# chat-migrate only ever talks to the store.
+USES_REDIS = {"gateway", "auth", "history"}
+# What finding and reaching Redis takes, by CHAT_REDIS_MODE (an empty URL means an
+# embedded Valkey, which the cluster never has).
+MUST_SET_FOR_REDIS = {
+    "single": {"redis_url"},
+    "sentinel": {
+        "redis_sentinels",
+        "redis_master",
+        "redis_password",
+        "redis_tls",
+        "redis_tls_ca_file",
+    },
 }
 
 _ENV_READ = re.compile(r"""os\.environ\.get\(\s*["'](CHAT_[A-Z0-9_]+)["']""")
@@ -119,10 +134,15 @@ def test_settings_without_a_cluster_default_are_set(docs: list[Document]) -> Non
     missing = []
     for role, where, env in chat_containers(docs):
         fields = settings_class(role).model_fields
-        for name in sorted(MUST_SET[role]):
+        wanted = set(MUST_SET[role])
+        if role in USES_REDIS:
+            wanted |= MUST_SET_FOR_REDIS[str(env.get("CHAT_REDIS_MODE") or "single")]
+        for name in sorted(wanted):
             assert name in fields, f"{SETTINGS_CLASSES[role]} has no field {name}"
-            if f"CHAT_{name.upper()}" not in env:
-                missing.append(f"{where}: CHAT_{name.upper()}")
+            variable = f"CHAT_{name.upper()}"
+            # Present, and not empty (a Secret's value is known only in the cluster).
+            if variable not in env or env[variable] == "":
+                missing.append(f"{where}: {variable}")
     assert not missing, f"left at their single-machine default: {missing}"
 
 
@@ -170,9 +190,38 @@ def test_service_urls_reach_the_service_they_name(docs: list[Document]) -> None:
             assert url.scheme == "http" and url.hostname and url.port, (where, variable)
             assert chat_shared.serve.SERVICES[role][1] == url.port, (where, variable)
             assert _service_for(url.hostname, url.port, docs) == {role}, (where, variable)
-        redis = urlsplit(str(env["CHAT_REDIS_URL"]))
-        assert redis.scheme == "redis" and redis.hostname and redis.port
-        assert _service_for(redis.hostname, redis.port, docs) == {"valkey"}, where
+        if env.get("CHAT_REDIS_MODE", "single") == "single":
+            redis = urlsplit(str(env["CHAT_REDIS_URL"]))
+            assert redis.scheme == "redis" and redis.hostname and redis.port
+            assert _service_for(redis.hostname, redis.port, docs) == {"valkey"}, where
+            continue
+        # Sentinel mode: each address is one Sentinel pod; the primary is their answer.
+        assert env["CHAT_REDIS_URL"] == "", where
+        for address in json.loads(str(env["CHAT_REDIS_SENTINELS"])):
+            host, _, port = str(address).rpartition(":")
+            assert _pod_for(host, int(port), docs) == {"sentinel"}, (where, address)
+
+
+def _pod_for(dns_name: str, port: int, docs: list[Document]) -> set[str]:
+    """The containers of the one StatefulSet pod named ``<pod>.<service>.<namespace>.svc
+    .cluster.local`` that listen on ``port`` (empty if none)."""
+    pod, service_name, namespace, *rest = dns_name.split(".")
+    assert namespace == NAMESPACE and rest == ["svc", "cluster", "local"], dns_name
+    service = services_by_name(docs).get(service_name)
+    assert service is not None and service["spec"]["clusterIP"] == "None", dns_name
+    assert port in {p["port"] for p in service["spec"]["ports"]}, f"{service_name} has no {port}"
+    for workload in find(docs, "StatefulSet"):
+        name, _, index = pod.rpartition("-")
+        if workload["spec"]["serviceName"] != service_name or workload["metadata"]["name"] != name:
+            continue
+        assert selects(service["spec"]["selector"], pod_labels(workload)), dns_name
+        assert 0 <= int(index) < workload["spec"]["replicas"], f"{dns_name}: no such pod"
+        return {
+            container["name"]
+            for container in workload["spec"]["template"]["spec"]["containers"]
+            if port in {p["containerPort"] for p in container.get("ports", [])}
+        }
+    return set()
 
 
 def test_cassandra_contact_points_are_the_scylla_nodes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import chat_shared.serve
@@ -15,6 +16,7 @@ from deploy.manifests import (
     served_service,
     workloads,
 )
+from tests.deploy.valkey_scripts import run_start_script
 
 CPU_AND_MEMORY = {"cpu", "memory"}
 
@@ -143,12 +145,26 @@ def test_stateful_stores_keep_data_on_volumes(docs: list[Document]) -> None:
         assert mounted and mounted <= claims, name
 
 
-def test_redis_keeps_an_append_only_file_and_never_evicts(docs: list[Document]) -> None:
-    for store in find(docs, "StatefulSet"):
+def test_redis_keeps_an_append_only_file_and_never_evicts(
+    docs: list[Document], tmp_path: Path
+) -> None:
+    servers = [
+        store
+        for store in find(docs, "StatefulSet")
+        if store["spec"]["template"]["spec"]["containers"][0]["name"] == "valkey"
+    ]
+    assert servers
+    for store in servers:
         container = store["spec"]["template"]["spec"]["containers"][0]
-        if container["name"] != "valkey":
-            continue
         where = store["metadata"]["name"]
-        assert flag_value(container, "--appendonly") == "yes", where
-        assert flag_value(container, "--maxmemory-policy") == "noeviction", where
-        assert flag_value(container, "--dir") == "/data", where
+        if "args" in container:  # one Valkey, set up on its command line
+            settings = {
+                flag: flag_value(container, f"--{flag}")
+                for flag in ("appendonly", "maxmemory-policy", "dir")
+            }
+        else:  # behind Sentinel: a start script writes the config file
+            run = run_start_script(tmp_path / where, docs, where, f"{where}-0")
+            settings = {
+                name: run.directive(name)[0] for name in ("appendonly", "maxmemory-policy", "dir")
+            }
+        assert settings == {"appendonly": "yes", "maxmemory-policy": "noeviction", "dir": "/data"}

@@ -135,6 +135,7 @@ def create_app(
         metrics=base_metrics,
         checks={"redis": redis_check},
         app_class=GatewayApp,
+        serves_web_client=True,
     )
     app.include_router(api_router)
 

@@ -15,6 +15,7 @@ from chat_shared.logs import configure_logging
 from chat_shared.revocation import RedisRevocations
 from chat_shared.settings import ChatSettings
 from chat_shared.tokens import JwksKeySource, KeySource, TokenVerifier
+from chat_shared.web.headers import SecurityHeaders
 from chat_shared.web.observability import ReadinessCheck, ServiceMetrics, install_observability
 from chat_shared.web.problems import install_problem_handlers, problem_responses
 
@@ -32,6 +33,7 @@ def create_service_app(
     version: str = "1.0.0",
     openapi_tags: list[dict[str, Any]] | None = None,
     app_class: type[FastAPI] = FastAPI,
+    serves_web_client: bool = False,
 ) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
     app = app_class(
@@ -50,11 +52,13 @@ def create_service_app(
             CORSMiddleware,
             allow_origins=origins,
             allow_credentials=False,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
+    # Outermost, so that CORS preflights and error answers carry the headers too.
+    app.add_middleware(SecurityHeaders, web_client=serves_web_client)
     return app
 
 
