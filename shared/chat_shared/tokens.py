@@ -41,6 +41,9 @@ class Principal:
     issued_at: int
     expires_at: int
     token_version: int = 0
+    # The sign-in session (refresh-token family) the token was issued to; logging out
+    # revokes it. None for tokens signed before sessions were named.
+    session_id: str | None = None
 
 
 class KeySource(Protocol):
@@ -87,8 +90,8 @@ class JwksKeySource:
 
 
 class RevocationList(Protocol):
-    async def min_version(self, user_id: str) -> int:
-        """Tokens of this user with a lower ``tv`` claim are revoked."""
+    async def is_revoked(self, user_id: str, version: int, session_id: str | None) -> bool:
+        """Tokens of this user with a lower ``tv`` claim, or of a revoked ``sid``."""
         ...
 
 
@@ -161,10 +164,15 @@ class TokenVerifier:
             raise TokenError("Not an access token.")
         username = claims.get("username")
         version = claims.get("tv", 0)
+        session_id = claims.get("sid")
         if not isinstance(username, str) or not isinstance(version, int):
             raise TokenError("Invalid access token.")
+        if session_id is not None and not isinstance(session_id, str):
+            raise TokenError("Invalid access token.")
         revocations = self._revocations
-        if revocations is not None and version < await revocations.min_version(str(claims["sub"])):
+        if revocations is not None and await revocations.is_revoked(
+            str(claims["sub"]), version, session_id
+        ):
             raise TokenError("This session has been revoked.")
         return Principal(
             user_id=str(claims["sub"]),
@@ -173,6 +181,7 @@ class TokenVerifier:
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
             token_version=version,
+            session_id=session_id,
         )
 
     def _key_object(self, kid: str, alg: str, key: dict[str, Any]) -> Any:

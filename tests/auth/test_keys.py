@@ -43,7 +43,7 @@ async def test_access_tokens_verify_through_the_jwks(api: Any, redis: Redis) -> 
     claims = jwt.get_unverified_claims(pair["access_token"])
     assert header["alg"] == "ES256"
     assert header["kid"] == (await api.http.get("/.well-known/jwks.json")).json()["keys"][0]["kid"]
-    assert set(claims) == {"sub", "username", "iss", "aud", "iat", "exp", "jti", "typ", "tv"}
+    assert set(claims) == {"sub", "username", "iss", "aud", "iat", "exp", "jti", "typ", "tv", "sid"}
     assert (claims["typ"], claims["tv"]) == ("access", 0)
 
 

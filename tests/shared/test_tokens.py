@@ -10,7 +10,9 @@ import time
 
 import pytest
 from jose import jwt
+from redis.asyncio import Redis
 
+from chat_shared.revocation import RedisRevocations
 from chat_shared.tokens import (
     StaticKeySource,
     TokenError,
@@ -148,15 +150,28 @@ async def test_jku_and_embedded_jwk_headers_are_ignored(minter: TokenMinter) -> 
         await make_verifier(minter).verify(token)
 
 
-async def test_revoked_token_version_is_refused(minter: TokenMinter) -> None:
-    class Revoked:
-        async def min_version(self, user_id: str) -> int:
-            return 3
-
-    verifier = make_verifier(minter, revocations=Revoked())
+async def test_revoked_token_version_is_refused(minter: TokenMinter, redis: Redis) -> None:
+    revocations = RedisRevocations(redis)
+    await revocations.revoke("u1", 3)
+    verifier = make_verifier(minter, revocations=revocations)
     with pytest.raises(TokenError):
         await verifier.verify(minter.token("u1", tv=2))
     assert (await verifier.verify(minter.token("u1", tv=3))).token_version == 3
+    assert (await verifier.verify(minter.token("u2", tv=0))).user_id == "u2"
+
+
+async def test_a_revoked_session_refuses_its_tokens_only(minter: TokenMinter, redis: Redis) -> None:
+    revocations = RedisRevocations(redis)
+    verifier = make_verifier(minter, revocations=revocations)
+    phone = minter.token("u1", sid="01SESSIONPHONE000000000000")
+    laptop = minter.token("u1", sid="01SESSIONLAPTOP00000000000")
+    assert (await verifier.verify(phone)).session_id == "01SESSIONPHONE000000000000"
+    await revocations.revoke_session("01SESSIONPHONE000000000000")
+    with pytest.raises(TokenError, match="revoked"):
+        await verifier.verify(phone)
+    assert (await verifier.verify(laptop)).user_id == "u1"
+    with pytest.raises(TokenError):
+        await verifier.verify(minter.token("u1", sid=12))  # not a session id
 
 
 async def test_garbage_is_refused(minter: TokenMinter) -> None:

@@ -18,7 +18,8 @@ class AccessTokens:
         self.audience = audience
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user: UserRecord) -> str:
+    def issue(self, user: UserRecord, session_id: str) -> str:
+        """An access token of ``user`` in the sign-in session ``session_id``."""
         now = int(time.time())
         return self.keyring.sign(
             {
@@ -32,5 +33,7 @@ class AccessTokens:
                 "typ": ACCESS_TOKEN_TYPE,
                 # The user's token version: bumping it revokes every token signed before.
                 "tv": user.token_version,
+                # The refresh family it came from: logging out revokes exactly these.
+                "sid": session_id,
             }
         )

@@ -112,6 +112,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                     throttle=throttle,
                     refresh_tokens=refresh_tokens,
                     access_tokens=access_tokens,
+                    revocations=revocations,
                 ),
                 "accounts": Accounts(
                     users=store,

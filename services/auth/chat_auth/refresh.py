@@ -30,6 +30,15 @@ class InvalidRefreshToken(Unauthorized):
         super().__init__("Invalid, expired or revoked refresh token; sign in again.")
 
 
+class RefreshReplayed(InvalidRefreshToken):
+    """A used token came back: its family is revoked (and so must be its sessions'
+    access tokens)."""
+
+    def __init__(self, family_id: str) -> None:
+        super().__init__()
+        self.family_id = family_id
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -92,14 +101,17 @@ class RefreshTokens:
                 "refresh token reuse; family revoked",
                 extra={"user_id": record.user_id, "family_id": record.family_id},
             )
-            raise InvalidRefreshToken
+            raise RefreshReplayed(record.family_id)
         return record
 
-    async def revoke(self, token: str) -> None:
-        """Logout: revoke the token's family if it is one of ours; silent otherwise."""
+    async def revoke(self, token: str) -> str | None:
+        """Logout: revoke the token's family if it is one of ours (its id is returned);
+        silent otherwise."""
         record = await self._lookup(token)
-        if record is not None:
-            await self.store.revoke_refresh_family(record.family_id)
+        if record is None:
+            return None
+        await self.store.revoke_refresh_family(record.family_id)
+        return record.family_id
 
     async def revoke_family(self, family_id: str) -> None:
         await self.store.revoke_refresh_family(family_id)

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from chat_auth.access import AccessTokens
 from chat_auth.passwords import Passwords
-from chat_auth.refresh import InvalidRefreshToken, RefreshTokens
+from chat_auth.refresh import InvalidRefreshToken, RefreshReplayed, RefreshTokens, parse_family
 from chat_auth.rules import USERNAME_CHARS, USERNAME_MAX, looks_like_email
 from chat_auth.throttle import Throttle, login_name_key
 from chat_shared.errors import Unauthorized
 from chat_shared.ports.auth import UserRecord, UserStore
+from chat_shared.revocation import RedisRevocations
 
 
 class LoginFailed(Unauthorized):
@@ -36,12 +37,14 @@ class Sessions:
         throttle: Throttle,
         refresh_tokens: RefreshTokens,
         access_tokens: AccessTokens,
+        revocations: RedisRevocations,
     ) -> None:
         self.users = users
         self.passwords = passwords
         self.throttle = throttle
         self.refresh_tokens = refresh_tokens
         self.access_tokens = access_tokens
+        self.revocations = revocations
 
     async def login(self, login: str, password: str, *, address: str) -> TokenPair:
         name_key = login_name_key(login)
@@ -70,7 +73,12 @@ class Sessions:
         return self._pair(user, refresh_token)
 
     async def refresh(self, token: str) -> TokenPair:
-        record = await self.refresh_tokens.consume(token)
+        try:
+            record = await self.refresh_tokens.consume(token)
+        except RefreshReplayed as replay:
+            # Someone else holds this family: its access tokens stop working too.
+            await self.revocations.revoke_session(replay.family_id)
+            raise
         user = await self.users.get_user(record.user_id)
         if user is None:
             await self.refresh_tokens.revoke_family(record.family_id)
@@ -79,7 +87,11 @@ class Sessions:
         return self._pair(user, refresh_token)
 
     async def logout(self, token: str) -> None:
-        await self.refresh_tokens.revoke(token)
+        """End the sign-in session: its refresh family and, at once, its access tokens
+        (every service refuses them; gateways close its sockets with 4401)."""
+        family_id = await self.refresh_tokens.revoke(token)
+        if family_id is not None:
+            await self.revocations.revoke_session(family_id)
 
     async def find(self, login: str) -> UserRecord | None:
         """The account a login names: an email if it has an '@', else a username."""
@@ -91,8 +103,10 @@ class Sessions:
         return await self.users.find_by_username(key)
 
     def _pair(self, user: UserRecord, refresh_token: str) -> TokenPair:
+        family_id = parse_family(refresh_token)
+        assert family_id is not None  # we made it
         return TokenPair(
-            access_token=self.access_tokens.issue(user),
+            access_token=self.access_tokens.issue(user, family_id),
             refresh_token=refresh_token,
             expires_in=self.access_tokens.ttl_seconds,
         )

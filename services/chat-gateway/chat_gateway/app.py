@@ -32,7 +32,7 @@ from chat_gateway.settings import GatewaySettings
 from chat_shared.ingest import Ingest
 from chat_shared.limits import RateLimiter, send_rule
 from chat_shared.redis import connect_redis, replication_of
-from chat_shared.revocation import REVOCATION_CHANNEL
+from chat_shared.revocation import REVOCATION_CHANNEL, SESSION_REVOCATION_CHANNEL
 from chat_shared.tasks import stop_if_cancelled
 from chat_shared.tokens import KeySource
 from chat_shared.web.app import create_service_app, token_verifier
@@ -228,16 +228,23 @@ async def _tick_sessions(runtime: GatewayRuntime) -> None:
 
 
 async def _listen_for_revocations(runtime: GatewayRuntime) -> None:
-    """Close the sockets of sessions whose tokens were revoked (password change...)."""
+    """Close (4401) the sockets whose tokens were revoked: every socket of a user after
+    a password change, or those of one sign-in session after its logout."""
     while True:
         stop_if_cancelled()
         pubsub = runtime.redis.pubsub()
         try:
-            await pubsub.subscribe(REVOCATION_CHANNEL)
+            await pubsub.subscribe(REVOCATION_CHANNEL, SESSION_REVOCATION_CHANNEL)
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
-                user_id, _, version = message["data"].decode().partition(":")
+                data = message["data"].decode()
+                if message["channel"] == SESSION_REVOCATION_CHANNEL.encode():
+                    for connection in runtime.sessions.all():
+                        if connection.principal.session_id == data:
+                            connection.revoke()
+                    continue
+                user_id, _, version = data.partition(":")
                 for connection in runtime.sessions.of(user_id):
                     if connection.principal.token_version < int(version or 0):
                         connection.revoke()
