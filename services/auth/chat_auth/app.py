@@ -18,6 +18,7 @@ from chat_auth.keyring import Keyring
 from chat_auth.last_active import LastActiveConsumer
 from chat_auth.passwords import Passwords
 from chat_auth.refresh import RefreshTokens, utc_now
+from chat_auth.refresh_grace import RefreshGrace
 from chat_auth.sessions import Sessions
 from chat_auth.settings import AuthSettings
 from chat_auth.storage import open_auth_store
@@ -85,7 +86,11 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             passwords = Passwords.from_settings(settings)
             await passwords.prepare()
             throttle = Throttle(redis, settings)
-            refresh_tokens = RefreshTokens(store, ttl_seconds=settings.refresh_token_ttl_seconds)
+            refresh_tokens = RefreshTokens(
+                store,
+                ttl_seconds=settings.refresh_token_ttl_seconds,
+                family_lifetime_seconds=settings.refresh_family_max_seconds,
+            )
             # Revocation records must outlive every access token they revoke.
             revocations = RedisRevocations(
                 redis, ttl_seconds=max(3600, settings.access_token_ttl_seconds + 300)
@@ -113,6 +118,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                     refresh_tokens=refresh_tokens,
                     access_tokens=access_tokens,
                     revocations=revocations,
+                    grace=RefreshGrace(redis, seconds=settings.refresh_reuse_grace_seconds),
                 ),
                 "accounts": Accounts(
                     users=store,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from chat_shared.errors import Unauthorized
-from chat_shared.ids import is_id, new_id
+from chat_shared.ids import id_timestamp_ms, is_id, new_id
 from chat_shared.ports.auth import RefreshTokenRecord, RefreshTokenStore
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,13 @@ class InvalidRefreshToken(Unauthorized):
 
 
 class RefreshReplayed(InvalidRefreshToken):
-    """A used token came back: its family is revoked (and so must be its sessions'
-    access tokens)."""
+    """A used token came back. Nothing is revoked yet: the caller tells a benign
+    double use from a theft (see chat_auth.refresh_grace)."""
 
-    def __init__(self, family_id: str) -> None:
+    def __init__(self, record: RefreshTokenRecord) -> None:
         super().__init__()
-        self.family_id = family_id
+        self.family_id = record.family_id
+        self.user_id = record.user_id
 
 
 def token_hash(token: str) -> str:
@@ -62,10 +63,12 @@ class RefreshTokens:
         store: RefreshTokenStore,
         *,
         ttl_seconds: int,
+        family_lifetime_seconds: int = 90 * 24 * 3600,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.family_lifetime = timedelta(seconds=family_lifetime_seconds)
         self.clock = clock
 
     async def issue(self, user_id: str, family_id: str | None = None) -> str:
@@ -90,18 +93,17 @@ class RefreshTokens:
         """Use a token up. Raises :class:`InvalidRefreshToken` unless it is live, and
         revokes its family when it had been used before."""
         record = await self._lookup(token)
-        if record is None or record.family_revoked or record.expires_at <= self.clock():
+        now = self.clock()
+        if record is None or record.family_revoked or record.expires_at <= now:
+            raise InvalidRefreshToken
+        born = datetime.fromtimestamp(id_timestamp_ms(record.family_id) / 1000, UTC)
+        if now - born > self.family_lifetime:
+            # Rotation could keep a session alive forever; a sign-in has an end.
             raise InvalidRefreshToken
         if record.used or not await self.store.mark_refresh_token_used(
             record.family_id, record.token_hash
         ):
-            # Replay of a rotated token (or a lost race with one): burn the family.
-            await self.store.revoke_refresh_family(record.family_id)
-            log.warning(
-                "refresh token reuse; family revoked",
-                extra={"user_id": record.user_id, "family_id": record.family_id},
-            )
-            raise RefreshReplayed(record.family_id)
+            raise RefreshReplayed(record)
         return record
 
     async def revoke(self, token: str) -> str | None:

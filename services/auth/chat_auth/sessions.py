@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 
 from chat_auth.access import AccessTokens
+from chat_auth.pairs import TokenPair
 from chat_auth.passwords import Passwords
 from chat_auth.refresh import InvalidRefreshToken, RefreshReplayed, RefreshTokens, parse_family
+from chat_auth.refresh_grace import RefreshGrace
 from chat_auth.rules import USERNAME_CHARS, USERNAME_MAX, looks_like_email
 from chat_auth.throttle import Throttle, login_name_key
 from chat_shared.errors import Unauthorized
 from chat_shared.ports.auth import UserRecord, UserStore
 from chat_shared.revocation import RedisRevocations
 
+log = logging.getLogger(__name__)
+
 
 class LoginFailed(Unauthorized):
     def __init__(self) -> None:
         # One message for an unknown login and a wrong password alike.
         super().__init__("Wrong login or password.")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    token_type: str = "bearer"  # noqa: S105 - a scheme name
 
 
 class Sessions:
@@ -38,6 +34,7 @@ class Sessions:
         refresh_tokens: RefreshTokens,
         access_tokens: AccessTokens,
         revocations: RedisRevocations,
+        grace: RefreshGrace,
     ) -> None:
         self.users = users
         self.passwords = passwords
@@ -45,6 +42,7 @@ class Sessions:
         self.refresh_tokens = refresh_tokens
         self.access_tokens = access_tokens
         self.revocations = revocations
+        self.grace = grace
 
     async def login(self, login: str, password: str, *, address: str) -> TokenPair:
         name_key = login_name_key(login)
@@ -76,15 +74,27 @@ class Sessions:
         try:
             record = await self.refresh_tokens.consume(token)
         except RefreshReplayed as replay:
-            # Someone else holds this family: its access tokens stop working too.
+            # A second use at the same moment (two tabs, a retry) gets the first one's
+            # answer; later, two parties hold the family (a thief and the user): it is
+            # revoked, and its access tokens stop working too.
+            earlier = await self.grace.recall(token)
+            if earlier is not None:
+                return earlier
+            await self.refresh_tokens.revoke_family(replay.family_id)
             await self.revocations.revoke_session(replay.family_id)
+            log.warning(
+                "refresh token reuse; family revoked",
+                extra={"user_id": replay.user_id, "family_id": replay.family_id},
+            )
             raise
         user = await self.users.get_user(record.user_id)
         if user is None:
             await self.refresh_tokens.revoke_family(record.family_id)
             raise InvalidRefreshToken
         refresh_token = await self.refresh_tokens.issue(user.id, record.family_id)
-        return self._pair(user, refresh_token)
+        pair = self._pair(user, refresh_token)
+        await self.grace.remember(token, pair)
+        return pair
 
     async def logout(self, token: str) -> None:
         """End the sign-in session: its refresh family and, at once, its access tokens

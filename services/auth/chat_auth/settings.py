@@ -22,6 +22,20 @@ class AuthSettings(ChatSettings):
     refresh_token_ttl_seconds: int = Field(
         30 * 24 * 3600, ge=300, description="Lifetime of each refresh token (rotated on use)."
     )
+    refresh_family_max_seconds: int = Field(
+        90 * 24 * 3600,
+        ge=300,
+        description="Longest a sign-in lasts however often it is refreshed; then the "
+        "user signs in again.",
+    )
+    refresh_reuse_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=60,
+        description="A refresh token used again within this time of its first use gets "
+        "the same new pair (two tabs, a retried request); later reuse revokes the "
+        "session as stolen. 0 turns the grace off.",
+    )
     signing_keys_dir: Path | None = Field(
         None,
         description=(

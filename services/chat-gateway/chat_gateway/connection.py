@@ -55,6 +55,12 @@ CLOSE_SEND_TIMEOUT = 5.0
 SHUTDOWN_DRAIN_SECONDS = 1.0
 
 
+class Answer(str):
+    """A queued frame that answers a send (see ``_answer_then_close``)."""
+
+    __slots__ = ()
+
+
 class Connection:
     def __init__(
         self,
@@ -85,8 +91,12 @@ class Connection:
         self._has_frames = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        # Sends on their way to Redis: a closing session waits for their answers.
+        self._ingests: set[asyncio.Future[None]] = set()
         self.close_code: int | None = None
+        # Answers to sends still to be written when the session closes.
+        self.answers: list[str] = []
         self.closed = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
 
@@ -143,12 +153,12 @@ class Connection:
     def apply(self, effects: list[Effect]) -> None:
         for effect in effects:
             match effect:
-                case Send(text):
-                    self._enqueue(text)
+                case Send(text, answer):
+                    self._enqueue(text, answer=answer)
                 case Close(code, reason):
                     self.close(code, reason)
                 case Ingest():
-                    self._spawn(self._ingest(effect))
+                    self._ingests.add(self._spawn(self._ingest(effect)))
                 case FetchInbox(after):
                     self._spawn(self._fetch(after))
                 case StoreCursor(cursor):
@@ -160,13 +170,15 @@ class Connection:
                 case Reauthenticate(token):
                     self._spawn(self._reauthenticate(token))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
+        self._ingests.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("session task failed", exc_info=exc, extra={"session_id": self.session_id})
 
@@ -260,13 +272,15 @@ class Connection:
 
     # Writing ---------------------------------------------------------------------------
 
-    def _enqueue(self, text: str) -> None:
+    def _enqueue(self, text: str, *, answer: bool = False) -> None:
         # Messages wait in the inbox while the queue is full, and events are dropped,
         # so what still arrives here then is the session's own traffic (hello, acks,
         # errors, replay pages sized to the room): bounded by the send rate limits.
         if self.close_code is not None:
+            if answer:
+                self.answers.append(text)
             return
-        self.queue.append(text)
+        self.queue.append(Answer(text) if answer else text)
         self.queued_bytes += len(text)
         self._has_frames.set()
 
@@ -274,6 +288,7 @@ class Connection:
         if self.close_code is not None:
             return
         self.close_code = code
+        self.answers = [text for text in self.queue if isinstance(text, Answer)]
         self.core.closed = True
         self._has_frames.set()
         self._room.set()
@@ -298,16 +313,7 @@ class Connection:
                 self._has_frames.clear()
                 await self._has_frames.wait()
             # A reader that stopped reading may never take the close frame: bound it.
-            await asyncio.wait_for(
-                send(
-                    {
-                        "type": "websocket.close",
-                        "code": self.close_code,
-                        "reason": self._close_reason(),
-                    }
-                ),
-                CLOSE_SEND_TIMEOUT,
-            )
+            await asyncio.wait_for(self._answer_then_close(send), CLOSE_SEND_TIMEOUT)
         except (TimeoutError, OSError):
             pass
         except Exception as exc:  # uvicorn raises ClientDisconnected once the peer is gone
@@ -315,6 +321,21 @@ class Connection:
                 raise
         finally:
             self.closed.set()
+
+    async def _answer_then_close(self, send: ASGISend) -> None:
+        """Before the close frame, the answers to sends already made: the sends still
+        on their way to Redis are waited for (briefly), and every `sent` or send error
+        goes out, so that the client knows which messages are stored and resends only
+        the others. Nothing else queued is written. A slow reader's queue was dropped
+        already; it resumes from its cursor and gets its acks by retrying (idempotent)."""
+        if self._ingests and self.close_code != CLOSE_SLOW_READER:
+            await asyncio.wait(set(self._ingests), timeout=SHUTDOWN_DRAIN_SECONDS)
+        for text in self.answers:
+            await send({"type": "websocket.send", "text": text})
+        self.answers.clear()
+        await send(
+            {"type": "websocket.close", "code": self.close_code, "reason": self._close_reason()}
+        )
 
     def _close_reason(self) -> str:
         return {

@@ -41,6 +41,9 @@ MAX_HELD_LIVE = 256
 @dataclass(frozen=True, slots=True)
 class Send:
     text: str
+    # The answer to a send (`sent`, or its refusal): still written when the session
+    # is closing, so a client closed for abuse learns which of its messages are stored.
+    answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +314,8 @@ class SessionCore:
                     message.id,
                     message.seq,
                     message.created_at,
-                )
+                ),
+                answer=True,
             )
         ]
 
@@ -323,7 +327,7 @@ class SessionCore:
         code = {404: "not_member", 413: "too_large"}.get(
             error.status, "invalid" if error.status == 422 else "unavailable"
         )
-        return [Send(frames.error(code, error.detail, client_id))]
+        return [Send(frames.error(code, error.detail, client_id), answer=True)]
 
     def effect_refused(self, error: ChatError) -> list[Effect]:
         """A read, typing or auth frame the I/O layer refused (not a member, seq too
