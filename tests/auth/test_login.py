@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from chat_auth.throttle import login_name_key
+from chat_auth.throttle import login_name_key, pair_block_key
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -77,40 +77,73 @@ async def test_unknown_user_costs_as_much_time_as_a_wrong_password(open_client: 
         assert statistics.median(unknown) > 0.5 * statistics.median(wrong)
 
 
-async def test_repeated_failures_lock_the_login_name_then_the_lock_expires(
+async def test_a_guessing_address_backs_off_and_the_owner_elsewhere_is_untouched(
     open_client: Any, redis: Redis
 ) -> None:
-    async with open_client(login_failures_per_account=3) as api:
-        await api.signup("erin")
-        for _ in range(3):
-            bad = await api.http.post("/v1/auth/login", json={"login": "erin", "password": "x"})
+    async with open_client(login_free_failures=3) as attacker:
+        await attacker.signup("erin")
+        for _ in range(4):  # three free failures, then one that starts the backoff
+            bad = await attacker.http.post(
+                "/v1/auth/login", json={"login": "erin", "password": "x"}
+            )
             assert bad.status_code == 401
-        # Locked: even the right password waits, with a problem+json 429.
-        locked = await api.http.post("/v1/auth/login", json={"login": "erin", "password": PASSWORD})
-        assert locked.status_code == 429
-        assert locked.headers["content-type"] == "application/problem+json"
-        retry_after = int(locked.headers["retry-after"])
-        assert 1 <= retry_after <= api.settings.login_failure_window_seconds
-        # The lock is a counter with an expiry, never a permanent flag.
-        ttl = await redis.ttl(login_name_key("erin"))
-        assert 0 < ttl <= api.settings.login_failure_window_seconds
-        await redis.pexpire(login_name_key("erin"), 1)
-        deadline = time.monotonic() + 5
-        while await redis.exists(login_name_key("erin")) and time.monotonic() < deadline:
-            await redis.ping()
-        await api.login("erin")
+        # Waiting: even the right password, from this address, gets a problem+json 429.
+        waiting = await attacker.http.post(
+            "/v1/auth/login", json={"login": "erin", "password": PASSWORD}
+        )
+        assert waiting.status_code == 429
+        assert waiting.headers["content-type"] == "application/problem+json"
+        assert waiting.headers["retry-after"] == "1"
+        # The wait is a key with an expiry, never a permanent flag; it doubles per failure.
+        block = pair_block_key(login_name_key("erin"), "203.0.113.10")
+        assert 0 < await redis.pttl(block) <= 1000
+        await redis.delete(block)
+        assert (
+            await attacker.http.post("/v1/auth/login", json={"login": "erin", "password": "x"})
+        ).status_code == 401
+        assert 1000 < await redis.pttl(block) <= 2000
+    async with open_client(address="198.51.100.7", login_free_failures=3) as owner:
+        await owner.login("erin")  # at once, from the owner's own address
+
+
+async def test_a_name_guessed_from_many_addresses_slows_down_but_lets_the_owner_in(
+    open_client: Any,
+) -> None:
+    limits = {"login_failures_per_account": 3, "login_account_delay_seconds": 0.3}
+    for n in range(4):
+        async with open_client(address=f"192.0.2.{n + 1}", **limits) as guesser:
+            if n == 0:
+                await guesser.signup("fay")
+            bad = await guesser.http.post("/v1/auth/login", json={"login": "fay", "password": "x"})
+            assert bad.status_code == 401
+    async with open_client(address="198.51.100.9", **limits) as owner:
+        begun = time.monotonic()
+        await owner.login("fay")
+        assert time.monotonic() - begun >= 0.3, "the account under attack was not slowed"
 
 
 async def test_unknown_names_are_throttled_like_real_ones(open_client: Any) -> None:
-    async with open_client(login_failures_per_account=2) as api:
-        for _ in range(2):
+    async with open_client(login_free_failures=2) as api:
+        for _ in range(3):
             await api.http.post("/v1/auth/login", json={"login": "ghost", "password": "x"})
         response = await api.http.post("/v1/auth/login", json={"login": "ghost", "password": "x"})
         assert response.status_code == 429
 
 
+async def test_login_names_are_canonical(open_client: Any) -> None:
+    async with open_client(login_free_failures=2) as api:
+        await api.signup("hugo")
+        ok = await api.http.post("/v1/auth/login", json={"login": " HUGO ", "password": PASSWORD})
+        assert ok.status_code == 200
+        wide = "\uff48\uff55\uff47\uff4f"  # fullwidth letters fold to the same name
+        for _ in range(3):
+            await api.http.post("/v1/auth/login", json={"login": wide, "password": "x"})
+        counted = await api.http.post("/v1/auth/login", json={"login": "Hugo", "password": "x"})
+        assert counted.status_code == 429
+
+
 async def test_a_successful_login_resets_the_name_counter(open_client: Any) -> None:
-    async with open_client(login_failures_per_account=3) as api:
+    async with open_client(login_free_failures=3) as api:
         await api.signup("frank")
         for _ in range(2):
             await api.http.post("/v1/auth/login", json={"login": "frank", "password": "x"})

@@ -164,7 +164,7 @@ class RealValkeys:
         return port
 
     def primary(self, which: str | None) -> str | None:
-        """ "host port" of a primary as a script writes it: ``redis-0`` (a brand-new
+        """The "host port" of a primary as a script writes it: ``redis-0`` (a brand-new
         deployment's), ``promoted`` (the one LocalSentinel's Sentinels name after the
         failover) or ``named``."""
         if which is None:

@@ -7,10 +7,10 @@ Secret filled in. Four programs on PATH stand in for what a pod has:
 
 - valkey-cli forwards the command with redis-py to a real server on 127.0.0.1. Host
   names do not resolve here, so the test maps each ``host:port`` a script may ask to the
-  port of a real server; an address the test does not map is unreachable (exit 1, no
-  output). TLS options are accepted and ignored (the local Valkey has no TLS); the
-  password comes from REDISCLI_AUTH, as the real valkey-cli takes it. The reply is
-  printed as valkey-cli prints it when its output is no terminal (``--raw``).
+  port of a real server; an address the test does not map is unreachable (exit 1,
+  nothing on stdout). TLS options are accepted and ignored (the local Valkey has no
+  TLS); the password comes from REDISCLI_AUTH, as the real valkey-cli takes it. The
+  reply is printed as valkey-cli prints it when its output is no terminal (``--raw``).
 - valkey-server keeps a copy of the config file it is started with (and its mode) and,
   when the test asks for a real start, execs the real binary on that file with the TLS
   lines dropped, a free loopback port in place of the TLS port, a data folder in place of

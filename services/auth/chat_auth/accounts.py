@@ -154,11 +154,11 @@ class Accounts:
         if current_password is None:
             raise Invalid("Changing the password needs current_password.")
         key = password_check_key(user.id)
-        await self.throttle.check_login(name_key=key, address=address)
+        await self.throttle.check_password_check(key, address=address)
         if not await self.passwords.verify(user.password_hash, current_password):
             await self.throttle.record_login_failure(name_key=key, address=address)
             raise Forbidden("The current password is wrong.")
-        await self.throttle.clear(key)
+        await self.throttle.clear(key, address)
 
     async def _revoke_sessions(self, user_id: str, new_version: int) -> None:
         await self.revocations.revoke(user_id, new_version)

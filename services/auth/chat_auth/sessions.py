@@ -10,7 +10,7 @@ from chat_auth.passwords import Passwords
 from chat_auth.refresh import InvalidRefreshToken, RefreshReplayed, RefreshTokens, parse_family
 from chat_auth.refresh_grace import RefreshGrace
 from chat_auth.rules import USERNAME_CHARS, USERNAME_MAX, looks_like_email
-from chat_auth.throttle import Throttle, login_name_key
+from chat_auth.throttle import Throttle, canonical_login, login_name_key
 from chat_shared.errors import Unauthorized
 from chat_shared.ports.auth import UserRecord, UserStore
 from chat_shared.revocation import RedisRevocations
@@ -56,7 +56,7 @@ class Sessions:
         if user is None or not verified:
             await self.throttle.record_login_failure(name_key=name_key, address=address)
             raise LoginFailed
-        await self.throttle.clear(name_key)
+        await self.throttle.clear(name_key, address)
         if self.passwords.needs_rehash(user.password_hash):
             # The parameters changed since this hash was made; the plain password is
             # only at hand now, so this is when to upgrade it.
@@ -105,7 +105,7 @@ class Sessions:
 
     async def find(self, login: str) -> UserRecord | None:
         """The account a login names: an email if it has an '@', else a username."""
-        key = login.strip().lower()
+        key = canonical_login(login)
         if looks_like_email(key):
             return await self.users.find_by_email(key)
         if len(key) > USERNAME_MAX or not USERNAME_CHARS.match(key):

@@ -71,16 +71,34 @@ class AuthSettings(ChatSettings):
         gt=0,
         description="Longest wait for a hashing slot before answering 503 (overload).",
     )
+    login_free_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed logins of one name from one address before each further "
+        "failure doubles that pair's wait (1 s, 2 s, 4 s...).",
+    )
+    login_backoff_max_seconds: float = Field(
+        15 * 60, gt=0, description="Longest wait of one name and address pair."
+    )
     login_failures_per_account: int = Field(
-        10, ge=1, description="Failed logins allowed per account within the window."
+        20,
+        ge=1,
+        description="Failed logins of one name, from any address, after which every "
+        "attempt on it is slowed down (never refused: the owner still gets in).",
+    )
+    login_account_delay_seconds: float = Field(
+        2.0, ge=0, le=30, description="How long each attempt on such a name waits."
     )
     login_failures_per_address: int = Field(
-        50, ge=1, description="Failed logins allowed per client address within the window."
+        500,
+        ge=1,
+        description="Failed logins from one client address, over every name, within the "
+        "window (high enough for many users behind one NAT).",
     )
     login_failure_window_seconds: int = Field(
         15 * 60,
         ge=1,
-        description="Window of the login failure counters; a lock-out ends with it.",
+        description="Window of the login failure counters; every wait ends with it.",
     )
     signups_per_address: int = Field(
         20, ge=1, description="Sign-ups allowed per client address within the window."
