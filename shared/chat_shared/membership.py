@@ -114,6 +114,23 @@ class MembershipCache:
         found = await self.redis.smembers(user_conversations(user_id))
         return frozenset(_text(c) for c in found)
 
+    async def contacts(self, user_id: str) -> set[str]:
+        """Everyone who shares a conversation with the user (the user included): who
+        may see the user's presence and last-active time, in the gateway and in auth
+        alike."""
+        conversations = [_text(c) for c in await self.redis.smembers(user_conversations(user_id))]
+        if not conversations:
+            return {user_id}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation in conversations:
+                pipe.smembers(members_key(conversation, self.shards))
+            replies = await pipe.execute()
+        found = {user_id}
+        for members in replies:
+            found.update(_text(m) for m in members)
+        found.discard(MEMBERS_SENTINEL)
+        return found
+
     async def is_loaded(self) -> bool:
         return bool(await self.redis.exists(members_loaded_key()))
 

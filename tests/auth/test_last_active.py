@@ -25,6 +25,7 @@ from chat_auth.storage import open_auth_store
 from chat_auth.storage.sqlite import SqliteAuthStore
 from chat_shared.ids import new_id
 from chat_shared.keys import LAST_ACTIVE_STREAM
+from chat_shared.membership import MembershipCache
 from chat_shared.ports.auth import UserRecord
 from chat_shared.redis import connect_redis
 from chat_shared.store.migrate import migrate_sqlite, sqlite_path
@@ -107,9 +108,16 @@ async def last_active(api: AuthClient, user_id: str, pair: dict[str, Any]) -> da
     return None if value is None else datetime.fromisoformat(value)
 
 
+async def share_a_conversation(api: AuthClient, redis: Redis, *user_ids: str) -> None:
+    """As history records a conversation, in the membership cache auth reads."""
+    cache = MembershipCache(redis, api.settings.ingest_shards)
+    await cache.replace(new_id(), "group", user_ids)
+
+
 async def test_a_stream_entry_shows_on_every_profile_view(api: AuthClient, redis: Redis) -> None:
     alice, alice_pair = await api.user("alice")
     bob, bob_pair = await api.user("bob")
+    await share_a_conversation(api, redis, alice["id"], bob["id"])
     ms = ms_ago(60)
     await wait_until_recorded(redis, await went_offline(redis, alice["id"], ms))
 
@@ -125,6 +133,18 @@ async def test_a_stream_entry_shows_on_every_profile_view(api: AuthClient, redis
     assert [u["last_active_at"] for u in by_prefix.json()["users"]] == [shown]
     own = await api.http.get("/v1/users/me", headers=api.bearer(alice_pair))
     assert own.json()["last_active_at"] == shown
+
+
+async def test_a_stranger_does_not_see_when_someone_was_last_active(
+    api: AuthClient, redis: Redis
+) -> None:
+    alice, _ = await api.user("alice")
+    _, stranger = await api.user("mallory")
+    await wait_until_recorded(redis, await went_offline(redis, alice["id"], ms_ago(60)))
+    profile = await api.http.get(f"/v1/users/{alice['id']}", headers=api.bearer(stranger))
+    assert profile.status_code == 200 and profile.json()["last_active_at"] is None
+    found = await api.http.get("/v1/users", params={"q": "alice"}, headers=api.bearer(stranger))
+    assert [u["last_active_at"] for u in found.json()["users"]] == [None]
 
 
 async def test_an_older_entry_does_not_move_it_back(api: AuthClient, redis: Redis) -> None:

@@ -139,32 +139,25 @@ async def test_search_by_username_prefix(api: Any) -> None:
     users = response.json()["users"]
     assert [u["username"] for u in users] == ["alice", "alicia"]
     assert all(set(u) == PUBLIC_FIELDS for u in users)
-    one = await api.http.get("/v1/users", params={"q": "a", "limit": 2}, headers=api.bearer(pair))
-    assert [u["username"] for u in one.json()["users"]] == ["alfred", "alice"]
+    two = await api.http.get("/v1/users", params={"q": "al", "limit": 2}, headers=api.bearer(pair))
+    assert two.json() == {"users": []}, "a prefix under 3 characters lists nobody"
+    one = await api.http.get("/v1/users", params={"q": "ali", "limit": 1}, headers=api.bearer(pair))
+    assert [u["username"] for u in one.json()["users"]] == ["alice"]
     none = await api.http.get("/v1/users", params={"q": "z%"}, headers=api.bearer(pair))
     assert none.json() == {"users": []}
 
 
-async def test_lookup_by_ids_returns_the_existing_ones(api: Any) -> None:
-    alice = await api.signup("alice")
-    bob, pair = await api.user("bob")
-    ids = f"{bob['id']},01M85EYCPR3ZB4066H0VXKNWVC,{alice['id']},{alice['id']}"
-    response = await api.http.get("/v1/users", params={"ids": ids}, headers=api.bearer(pair))
-    assert response.status_code == 200
-    assert [u["id"] for u in response.json()["users"]] == [bob["id"], alice["id"]]
-    assert "email" not in response.json()["users"][0]
-
-
-async def test_lookup_caps_the_number_of_ids(api: Any) -> None:
-    _, pair = await api.user("carol")
-    ids = ",".join(f"01M85EYCPR3ZB4066H0VX{i:05d}" for i in range(201))
-    response = await api.http.get("/v1/users", params={"ids": ids}, headers=api.bearer(pair))
-    assert response.status_code == 422
-
-
-async def test_list_needs_q_or_ids(api: Any) -> None:
-    _, pair = await api.user("dave")
-    assert (await api.http.get("/v1/users", headers=api.bearer(pair))).status_code == 422
-    both = await api.http.get("/v1/users", params={"q": "a", "ids": "x"}, headers=api.bearer(pair))
-    assert both.status_code == 422
-    assert (await api.http.get("/v1/users", params={"q": "a"})).status_code == 401
+async def test_prefix_crawling_is_rate_limited(open_client: Any) -> None:
+    async with open_client(user_searches_per_minute=6) as api:  # a burst of 3
+        for name in ("joe", "joel", "jon"):
+            await api.signup(name)
+        pair = await api.login("joe")
+        exact = await api.http.get("/v1/users", params={"q": "JOE"}, headers=api.bearer(pair))
+        assert [u["username"] for u in exact.json()["users"]] == ["joe", "joel"]
+        for prefix in ("jon", "joel"):
+            assert (
+                await api.http.get("/v1/users", params={"q": prefix}, headers=api.bearer(pair))
+            ).status_code == 200
+        crawl = await api.http.get("/v1/users", params={"q": "jox"}, headers=api.bearer(pair))
+        assert crawl.status_code == 429
+        assert int(crawl.headers["retry-after"]) >= 1

@@ -10,6 +10,7 @@ from prometheus_client import Counter
 from starlette.responses import Response
 
 from chat_auth.accounts import MAX_LOOKUP_IDS, Accounts
+from chat_auth.directory import Directory
 from chat_auth.keyring import Keyring
 from chat_auth.pairs import TokenPair
 from chat_auth.rules import EMAIL_MAX, PASSWORD_MAX, USERNAME_MAX
@@ -59,6 +60,11 @@ def get_accounts(request: Request) -> Accounts:
     return accounts
 
 
+def get_directory(request: Request) -> Directory:
+    directory: Directory = request.state.directory
+    return directory
+
+
 def get_keyring(request: Request) -> Keyring:
     keyring: Keyring = request.state.keyring
     return keyring
@@ -66,6 +72,7 @@ def get_keyring(request: Request) -> Keyring:
 
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+DirectoryDep = Annotated[Directory, Depends(get_directory)]
 
 
 def client_address(request: Request) -> str:
@@ -219,11 +226,15 @@ def build_router(logins: Counter) -> APIRouter:
         tags=["users"],
         response_model=UserList,
         summary="Find users by username prefix (q) or look up ids",
-        responses=_responses(401, 422),
+        description=(
+            "A prefix of fewer than 3 characters finds only the user with exactly that "
+            "username. Searches are rate-limited per caller (429)."
+        ),
+        responses=_responses(401, 422, 429),
     )
     async def list_users(
         principal: CurrentUser,
-        accounts: AccountsDep,
+        directory: DirectoryDep,
         q: Annotated[
             str | None, Query(min_length=1, max_length=USERNAME_MAX, description="Username prefix.")
         ] = None,
@@ -241,12 +252,14 @@ def build_router(logins: Counter) -> APIRouter:
             raise Invalid("Give either q or ids, not both.")
         if ids is not None:
             wanted = [i.strip() for i in ids.split(",") if i.strip()]
-            users = await accounts.lookup(wanted)
+            found = await directory.lookup(principal.user_id, wanted)
         elif q is not None:
-            users = await accounts.search(q, limit)
+            found = await directory.search(principal.user_id, q, limit)
         else:
             raise Invalid("Give q (a username prefix) or ids.")
-        return UserList(users=[PublicUser.of(user) for user in users])
+        return UserList(
+            users=[PublicUser.of(f.user, shows_last_active=f.shows_last_active) for f in found]
+        )
 
     @router.get(
         "/v1/users/{user_id}",
@@ -255,10 +268,11 @@ def build_router(logins: Counter) -> APIRouter:
         summary="Someone's public profile",
         responses=_responses(401, 404),
     )
-    async def get_user(user_id: str, principal: CurrentUser, accounts: AccountsDep) -> PublicUser:
+    async def get_user(user_id: str, principal: CurrentUser, directory: DirectoryDep) -> PublicUser:
         if not is_id(user_id):
             raise NotFound("No such user.")
-        return PublicUser.of(await accounts.profile(user_id))
+        found = await directory.profile(principal.user_id, user_id)
+        return PublicUser.of(found.user, shows_last_active=found.shows_last_active)
 
     @router.get(
         "/.well-known/jwks.json",

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from chat_auth.access import AccessTokens
 from chat_auth.accounts import Accounts
 from chat_auth.api import build_router
+from chat_auth.directory import Directory
 from chat_auth.keyring import Keyring
 from chat_auth.last_active import LastActiveConsumer
 from chat_auth.passwords import Passwords
@@ -23,6 +24,8 @@ from chat_auth.sessions import Sessions
 from chat_auth.settings import AuthSettings
 from chat_auth.storage import open_auth_store
 from chat_auth.throttle import Throttle
+from chat_shared.limits import RateLimiter, per_minute
+from chat_shared.membership import MembershipCache
 from chat_shared.ports.auth import AuthStore
 from chat_shared.redis import connect_redis
 from chat_shared.revocation import RedisRevocations
@@ -105,6 +108,13 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 _purge_refresh_tokens(store, settings.refresh_purge_interval_seconds)
             )
             last_active_task = asyncio.create_task(last_active.run())
+            accounts = Accounts(
+                users=store,
+                passwords=passwords,
+                throttle=throttle,
+                refresh_tokens=refresh_tokens,
+                revocations=revocations,
+            )
             yield {
                 # The auth service verifies its own tokens with its own public keys.
                 "token_verifier": token_verifier(
@@ -120,12 +130,12 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                     revocations=revocations,
                     grace=RefreshGrace(redis, seconds=settings.refresh_reuse_grace_seconds),
                 ),
-                "accounts": Accounts(
-                    users=store,
-                    passwords=passwords,
-                    throttle=throttle,
-                    refresh_tokens=refresh_tokens,
-                    revocations=revocations,
+                "accounts": accounts,
+                "directory": Directory(
+                    accounts,
+                    MembershipCache(redis, settings.ingest_shards),
+                    limiter=RateLimiter(redis),
+                    search_rule=per_minute("user_search", settings.user_searches_per_minute),
                 ),
             }
         finally:

@@ -131,18 +131,19 @@ class PublicUser(BaseModel):
     last_active_at: datetime | None = Field(
         description=(
             "When the user was last online: their last device went offline then (UTC). "
-            "Null until that first happens."
+            "Null until that first happens, and for users who share no conversation "
+            "with the caller (the same rule as presence)."
         )
     )
 
     @classmethod
-    def of(cls, user: UserRecord) -> PublicUser:
+    def of(cls, user: UserRecord, *, shows_last_active: bool = True) -> PublicUser:
         return cls(
             id=user.id,
             username=user.username,
             display_name=user.display_name,
             created_at=user.created_at,
-            last_active_at=user.last_active_at,
+            last_active_at=user.last_active_at if shows_last_active else None,
         )
 
 
@@ -150,7 +151,7 @@ class OwnUser(PublicUser):
     email: str
 
     @classmethod
-    def of(cls, user: UserRecord) -> OwnUser:
+    def of(cls, user: UserRecord, *, shows_last_active: bool = True) -> OwnUser:
         return cls(
             id=user.id,
             username=user.username,

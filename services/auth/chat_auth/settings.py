@@ -100,6 +100,9 @@ class AuthSettings(ChatSettings):
         ge=1,
         description="Window of the login failure counters; every wait ends with it.",
     )
+    user_searches_per_minute: float = Field(
+        30.0, gt=0, description="User searches (GET /v1/users?q=) per minute per caller."
+    )
     signups_per_address: int = Field(
         20, ge=1, description="Sign-ups allowed per client address within the window."
     )

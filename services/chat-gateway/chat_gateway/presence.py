@@ -29,16 +29,14 @@ from chat_gateway.delivery import EventRouter
 from chat_shared.ingest import format_timestamp
 from chat_shared.keys import (
     LAST_ACTIVE_STREAM,
-    MEMBERS_SENTINEL,
     PRESENCE_GATEWAYS_ZSET,
     gateway_cleanup_lock,
     gateway_deliveries,
     gateway_sessions,
-    members_key,
-    user_conversations,
     user_presence,
     user_sessions,
 )
+from chat_shared.membership import MembershipCache
 from chat_shared.scripts import LuaScript
 from chat_shared.tasks import stop_if_cancelled
 
@@ -88,6 +86,7 @@ class Presence:
         self.shards = shards
         self._register = LuaScript(redis, REGISTER_LUA)
         self._unregister = LuaScript(redis, UNREGISTER_LUA)
+        self.membership = MembershipCache(redis, shards)
         self.lingering: dict[str, Lingering] = {}
         self.transitions = 0
 
@@ -141,18 +140,7 @@ class Presence:
 
     async def contacts(self, user_id: str) -> set[str]:
         """Everyone who shares a conversation with the user (the user included)."""
-        conversations = [c.decode() for c in await self.redis.smembers(user_conversations(user_id))]
-        if not conversations:
-            return {user_id}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conversation in conversations:
-                pipe.smembers(members_key(conversation, self.shards))
-            replies = await pipe.execute()
-        found = {user_id}
-        for members in replies:
-            found.update(m.decode() for m in members)
-        found.discard(MEMBERS_SENTINEL)
-        return found
+        return await self.membership.contacts(user_id)
 
     async def status(self, user_ids: list[str]) -> list[dict[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:
