@@ -14,12 +14,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from uvicorn.middleware.proxy_headers import _TrustedHosts
 
 import chat_shared.serve
 import chat_shared.settings
 from deploy.manifests import (
     NAMESPACE,
     Document,
+    all_containers,
     container_env,
     find,
     pod_labels,
@@ -268,3 +270,19 @@ def test_uvicorn_frame_cap_matches_the_gateway_setting(
         monkeypatch.setenv(variable, "pod-0" if value is None else value)
     options = chat_shared.serve.uvicorn_options("gateway", "0.0.0.0", 8000)
     assert options["ws_max_size"] == settings_class("gateway")().max_frame_bytes
+
+
+def test_forwarded_addresses_are_read_from_the_right_end_only(docs: list[Document]) -> None:
+    """The per-address limits key on the client address the edge appended; a trusted
+    peer list of "*" would hand them the leftmost X-Forwarded-For entry, which any
+    client can forge."""
+    for workload, spec in workloads(docs):
+        for container in all_containers(spec):
+            env = container_env(container, docs)
+            allowed = env.get("CHAT_FORWARDED_ALLOW_IPS")
+            if env.get("CHAT_TRUST_PROXY_HEADERS") != "true":
+                continue
+            assert allowed and "*" not in allowed, workload["metadata"]["name"]
+            trusted = _TrustedHosts(allowed)
+            forged = "6.6.6.6, 203.0.113.9, 10.1.2.3"  # client-written, edge-added, a hop
+            assert trusted.get_trusted_client_address(forged)[0] == "203.0.113.9"
