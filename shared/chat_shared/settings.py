@@ -136,6 +136,12 @@ class ChatSettings(BaseSettings):
     jwks_min_refresh_seconds: float = Field(
         30.0, description="At most one JWKS refetch per this interval for an unknown `kid`."
     )
+    jwks_max_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A cached JWKS older than this is fetched again, so a key removed "
+        "from it stops being trusted within this time.",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
     cors_origins: StrList = Field(
         default_factory=list,

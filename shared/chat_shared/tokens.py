@@ -12,8 +12,9 @@ rotation reaches running services.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from jose import jwk, jwt
 from jose.exceptions import JOSEError
 
 from chat_shared.errors import Unauthorized
+
+log = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("ES256", "RS256")
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
@@ -65,27 +68,56 @@ class StaticKeySource:
 
 
 class JwksKeySource:
-    """Fetches and caches the auth service's JWKS over HTTP."""
+    """Fetches and caches the auth service's JWKS over HTTP.
 
-    def __init__(self, url: str, http: httpx2.AsyncClient) -> None:
+    A copy older than ``max_age_seconds`` is fetched again before use, so a key that
+    auth stopped publishing (retired, or removed after a leak) stops being trusted
+    within that time. If auth cannot be reached then, the old copy goes on serving and
+    the next use tries again: an auth outage must not log everybody out.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        http: httpx2.AsyncClient,
+        *,
+        max_age_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self.http = http
+        self.max_age_seconds = max_age_seconds
+        self._clock = clock
         self._cache: dict[str, dict[str, Any]] | None = None
+        self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
+    def _fresh(self) -> bool:
+        return self._cache is not None and self._clock() - self._fetched_at < self.max_age_seconds
+
     async def keys(self, *, refresh: bool = False) -> Mapping[str, dict[str, Any]]:
-        if self._cache is not None and not refresh:
+        if self._fresh() and not refresh:
+            assert self._cache is not None
             return self._cache
         async with self._lock:
-            if self._cache is not None and not refresh:
+            if self._fresh() and not refresh:
+                assert self._cache is not None
                 return self._cache
-            response = await self.http.get(self.url, timeout=5.0)
-            response.raise_for_status()
+            try:
+                response = await self.http.get(self.url, timeout=5.0)
+                response.raise_for_status()
+            except httpx2.HTTPError:
+                if self._cache is None or refresh:
+                    raise
+                log.warning("jwks refresh failed; using the copy we have")
+                self._fetched_at = self._clock()  # try again after another max age
+                return self._cache
             self._cache = {
                 key["kid"]: key
                 for key in response.json().get("keys", [])
                 if isinstance(key, dict) and isinstance(key.get("kid"), str)
             }
+            self._fetched_at = self._clock()
             return self._cache
 
 

@@ -8,12 +8,17 @@ import hmac
 import json
 import time
 
+import httpx2
 import pytest
 from jose import jwt
 from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from chat_shared.revocation import RedisRevocations
 from chat_shared.tokens import (
+    JwksKeySource,
     StaticKeySource,
     TokenError,
     TokenVerifier,
@@ -188,3 +193,25 @@ def test_bearer_extraction() -> None:
     assert bearer_from_subprotocols(["chat.v1", "bearer.tok"]) == "tok"
     assert bearer_from_subprotocols(["bearer.tok"]) is None
     assert bearer_from_subprotocols(["chat.v1"]) is None
+
+
+async def test_a_key_removed_from_the_jwks_stops_being_trusted_within_the_max_age(
+    minter: TokenMinter,
+) -> None:
+    """The JWKS is served over HTTP by a small app, as auth serves it."""
+    published: dict[str, list[dict[str, object]]] = {"keys": [minter.public_jwk()]}
+    jwks_app = Starlette(routes=[Route("/jwks", lambda _: JSONResponse(published))])
+    now = [1000.0]
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=jwks_app), base_url="http://auth.test"
+    ) as http:
+        source = JwksKeySource("/jwks", http, max_age_seconds=300, clock=lambda: now[0])
+        verifier = TokenVerifier(source, issuer="chat-auth", audience="chat", clock=lambda: now[0])
+        token = minter.token("u1")
+        assert (await verifier.verify(token)).user_id == "u1"
+        published["keys"] = []  # the key is withdrawn (rotated out, or leaked)
+        now[0] += 299
+        assert (await verifier.verify(token)).user_id == "u1"  # the cached copy, still
+        now[0] += 2
+        with pytest.raises(TokenError):
+            await verifier.verify(token)

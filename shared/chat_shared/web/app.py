@@ -73,7 +73,7 @@ def token_verifier(
     if keys is None:
         if http is None:
             raise ValueError("a JWKS key source needs an HTTP client")
-        keys = JwksKeySource(settings.jwks_url, http)
+        keys = JwksKeySource(settings.jwks_url, http, max_age_seconds=settings.jwks_max_age_seconds)
     return TokenVerifier(
         keys,
         revocations=RedisRevocations(redis),
