@@ -115,6 +115,13 @@ class Stack:
     # One replica on a laptop; the failover tests want two, as in production, so that
     # with CHAT_REDIS_MIN_REPLICAS=1 sends are still acknowledged while one server is down.
     sentinel_replicas: int = 1
+
+    @property
+    def redis_maxmemory(self) -> str:
+        """Every local server is bounded and refuses writes when full (noeviction),
+        as in production: a full Redis must say no, never drop a stream entry."""
+        return self.settings().embedded_redis_maxmemory
+
     cassandra: CassandraNode | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -144,11 +151,15 @@ class Stack:
         named = {**os.environ, **self.extra_env}
         mode = named.get("CHAT_REDIS_MODE", "single")
         if mode == "cluster" and not named.get("CHAT_REDIS_NODES"):
-            self.redis_cluster = LocalCluster(self.data_dir / "redis-cluster").start()
+            self.redis_cluster = LocalCluster(
+                self.data_dir / "redis-cluster", maxmemory=self.redis_maxmemory
+            ).start()
             self.extra_env = {**self.extra_env, "CHAT_REDIS_NODES": self.redis_cluster.nodes}
         elif mode == "sentinel" and not named.get("CHAT_REDIS_SENTINELS"):
             sentinel = LocalSentinel(
-                self.data_dir / "redis-sentinel", replicas=self.sentinel_replicas
+                self.data_dir / "redis-sentinel",
+                replicas=self.sentinel_replicas,
+                maxmemory=self.redis_maxmemory,
             )
             self.redis_sentinel = sentinel.start()
             self.extra_env = {
@@ -157,7 +168,7 @@ class Stack:
                 "CHAT_REDIS_MASTER": self.redis_sentinel.master_name,
             }
         elif mode == "single" and not self.redis_url:
-            self.valkey = EmbeddedValkey(self.data_dir).start()
+            self.valkey = EmbeddedValkey(self.data_dir, maxmemory=self.redis_maxmemory).start()
             self.redis_url = self.valkey.url
 
     def redis_description(self) -> str:

@@ -53,6 +53,7 @@ class LocalCluster:
     data_dir: Path
     primaries: int = 3
     replicas: int = 0
+    maxmemory: str | None = None  # per server, with noeviction (writes refused when full)
     servers: list[EmbeddedValkey] = field(default_factory=list)
 
     @property
@@ -72,6 +73,7 @@ class LocalCluster:
             server = EmbeddedValkey(
                 folder,
                 port=free_port(),
+                maxmemory=self.maxmemory,
                 extra_args=[
                     "--cluster-enabled",
                     "yes",
@@ -133,6 +135,7 @@ class LocalSentinel:
     # Set: every server and Sentinel requires it (requirepass), replicas and Sentinels
     # authenticate with it (masterauth, auth-pass), as in the production overlay.
     password: str | None = None
+    maxmemory: str | None = None  # per data server, with noeviction
     servers: list[EmbeddedValkey] = field(default_factory=list)
     sentinel_servers: list[EmbeddedValkey] = field(default_factory=list)
 
@@ -146,12 +149,15 @@ class LocalSentinel:
         secured: list[str] = []
         if self.password:
             secured = ["--requirepass", self.password, "--masterauth", self.password]
-        primary = EmbeddedValkey(root / "primary", port=free_port(), extra_args=secured)
+        primary = EmbeddedValkey(
+            root / "primary", port=free_port(), maxmemory=self.maxmemory, extra_args=secured
+        )
         self.servers.append(primary.start())
         for index in range(self.replicas):
             replica = EmbeddedValkey(
                 root / f"replica{index}",
                 port=free_port(),
+                maxmemory=self.maxmemory,
                 extra_args=[*secured, "--replicaof", "127.0.0.1", str(primary.port)],
             )
             self.servers.append(replica.start())

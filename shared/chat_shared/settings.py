@@ -63,6 +63,11 @@ class ChatSettings(BaseSettings):
             "embedded Valkey with AOF under the data dir and hands its URL to the services."
         ),
     )
+    embedded_redis_maxmemory: str = Field(
+        "1gb",
+        description="`make run`'s own Valkey servers: memory each may use before it refuses "
+        "writes (noeviction); sends then get `unavailable` and nothing acknowledged is lost.",
+    )
     redis_mode: Literal["single", "cluster", "sentinel"] = Field(
         "single",
         description=(
