@@ -226,3 +226,31 @@ async def test_a_session_closed_for_abuse_first_answers_every_stored_send(
     stored = {fields[b"k"].decode() for _, fields in await redis.xrange(stream)}
     assert len(stored) >= 50
     assert acked == stored, "a stored message was never acknowledged"
+
+
+async def test_reads_in_quick_succession_send_one_receipt(
+    start_gateway: GatewayFactory, minter: TokenMinter, members: Members, redis: Redis
+) -> None:
+    gateway = await start_gateway(receipt_tick_seconds=2.0)  # long: five reads fit in it
+    await members("c1", ["alice", "bob"])
+    alice = await ChatSocket.open(gateway.ws_url, minter.token("alice"))
+    bob = await ChatSocket.open(gateway.ws_url, minter.token("bob"))
+    await alice.start()
+    await bob.start()
+    for n in range(5):
+        await alice.send(type="send", client_id=f"k{n}", conversation_id="c1", body="hi")
+        await alice.expect("sent")
+    await bob.messages(5)
+    for seq in range(1, 6):  # scrolling down: five markers within one tick
+        await bob.send(type="read", conversation_id="c1", seq=seq)
+    receipt = await alice.expect("receipt")
+    assert receipt["seq"] == 5, "the members got a receipt per read, not the newest"
+    await bob.send(type="ping")  # anything queued after the tick would come first
+    await alice.send(type="ping")
+    assert (await alice.recv())["type"] == "pong", "a second receipt followed"
+    # History got the newest marker (reads handled at once may overtake each other;
+    # the older ones then change nothing and are not streamed).
+    streamed = [int(f[b"q"]) for _, f in await redis.xrange(READ_MARKERS_STREAM)]
+    assert max(streamed) == 5  # history keeps the highest it is given
+    await alice.close()
+    await bob.close()

@@ -191,7 +191,12 @@ def build_runtime(
         sessions=sessions,
         events=events,
         receipts=Receipts(
-            redis, events, shards=settings.ingest_shards, limiter=limiter, read_rule=rules.read
+            redis,
+            events,
+            shards=settings.ingest_shards,
+            limiter=limiter,
+            read_rule=rules.read,
+            tick_seconds=settings.receipt_tick_seconds,
         ),
         presence=Presence(
             redis,

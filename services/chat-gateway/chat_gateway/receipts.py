@@ -9,9 +9,16 @@ A read marker only moves forward, so a ``read`` at or below the user's marker ch
 nothing and must cost nothing beyond its check: the user's markers are kept in Redis
 (in the user's slot) and a read that does not raise one sends no stream entry and no
 receipt. Reads are also limited per user over every socket (``CHAT_READ_RATE``).
+
+Receipt frames are coalesced: a reader who moves their marker several times within
+``CHAT_RECEIPT_TICK_SECONDS`` (scrolling through a conversation) sends the members one
+receipt, for the newest seq. The marker itself goes to history at once.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from redis.asyncio import Redis
 
@@ -28,6 +35,8 @@ from chat_shared.keys import (
 )
 from chat_shared.limits import RateLimiter, Rule, user_subject
 from chat_shared.scripts import LuaScript
+
+log = logging.getLogger(__name__)
 
 READ_STREAM_MAXLEN = 1_000_000
 # Markers of conversations not read for this long are dropped from the hash; a later
@@ -54,13 +63,18 @@ class Receipts:
         shards: int,
         limiter: RateLimiter | None = None,
         read_rule: Rule | None = None,
+        tick_seconds: float = 0.1,
     ) -> None:
         self.redis = redis
         self.events = events
         self.shards = shards
         self.limiter = limiter
         self.read_rule = read_rule
+        self.tick_seconds = tick_seconds
         self._raise_marker = LuaScript(redis, RAISE_MARKER_LUA)
+        # (conversation, reader) -> (newest seq, members), sent at the end of the tick.
+        self._pending: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        self._flush: asyncio.TimerHandle | None = None
 
     async def _members(self, conversation_id: str, user_id: str) -> list[str]:
         members = await self.redis.smembers(members_key(conversation_id, self.shards))
@@ -100,10 +114,37 @@ class Receipts:
             # client's retry of this read is not taken for a repeat.
             await self.redis.hdel(user_read_markers(user_id), conversation_id)
             raise
-        await self.events.send(members, frames.receipt(conversation_id, user_id, seq))
+        self._queue_receipt(conversation_id, user_id, seq, members)
         return True
+
+    def _queue_receipt(
+        self, conversation_id: str, user_id: str, seq: int, members: list[str]
+    ) -> None:
+        key = (conversation_id, user_id)
+        queued = self._pending.get(key)
+        if queued is None or seq > queued[0]:
+            self._pending[key] = (seq, members)
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(self.tick_seconds, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush = None
+        pending, self._pending = self._pending, {}
+        task = asyncio.ensure_future(self._send_receipts(pending))
+        task.add_done_callback(_log_failure)
+
+    async def _send_receipts(self, pending: dict[tuple[str, str], tuple[int, list[str]]]) -> None:
+        for (conversation_id, user_id), (seq, members) in pending.items():
+            await self.events.send(members, frames.receipt(conversation_id, user_id, seq))
 
     async def typing(self, user_id: str, conversation_id: str, active: bool) -> None:
         members = await self._members(conversation_id, user_id)
         others = [m for m in members if m != user_id]
         await self.events.send(others, frames.typing(conversation_id, user_id, active))
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    # Receipts are advisory (the marker is stored already): a failed send is logged.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("receipts not sent", extra={"error": type(exc).__name__})

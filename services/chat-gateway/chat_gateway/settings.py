@@ -71,6 +71,13 @@ class GatewaySettings(ChatSettings):
         gt=0,
         description="Read markers per second one user may set, over all sockets (in Redis).",
     )
+    receipt_tick_seconds: float = Field(
+        0.1,
+        gt=0,
+        le=5,
+        description="Read receipts of one reader and conversation within this time go to "
+        "the members as one, for the newest seq.",
+    )
     read_burst: int = Field(30, ge=1, description="Read markers one user may set at once.")
     frame_rate: float = Field(
         50.0,
