@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ViewportSize, expect, sync_playwright
 
+from bench.stack import RELAXED_LIMITS
 from chat_shared.devstack import Stack
 from tests.browser.windows import CHROMIUM, CHROMIUM_ARGS, WIDE, ChatWindow, Rest
 from tests.support.ports import free_port
@@ -20,6 +21,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # about the client, the auth suite covers brute-force protection. Access tokens live
 # the shortest time auth allows (60 s) so a test can watch one being refreshed.
 STACK_ENV = {
+    # The tests seed long histories over REST faster than a person could type.
+    **RELAXED_LIMITS,
     "CHAT_ARGON2_TIME_COST": "2",
     "CHAT_ARGON2_MEMORY_KIB": "19456",
     "CHAT_SIGNUPS_PER_ADDRESS": "10000",
