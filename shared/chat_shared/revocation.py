@@ -46,6 +46,20 @@ class RedisRevocations:
             return True
         return session_id is not None and bool(replies[1])
 
+    async def revoked_among(self, tokens: list[tuple[str, int, str | None]]) -> list[bool]:
+        """``is_revoked`` for many (user, version, session) at once: one pipeline."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, _, session_id in tokens:
+                pipe.get(token_version_key(user_id))
+                pipe.exists(revoked_session_key(session_id or ""))
+            replies = await pipe.execute()
+        found = []
+        for index, (_, version, session_id) in enumerate(tokens):
+            floor, session_gone = replies[2 * index], replies[2 * index + 1]
+            older = floor is not None and version < int(floor)
+            found.append(older or (session_id is not None and bool(session_gone)))
+        return found
+
     async def revoke_session(self, session_id: str) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(revoked_session_key(session_id), 1, ex=self.ttl_seconds)

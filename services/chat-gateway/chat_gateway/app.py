@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx2
 from fastapi import FastAPI
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.staticfiles import StaticFiles
 
 from chat_gateway.api import router as api_router
@@ -32,7 +34,11 @@ from chat_gateway.settings import GatewaySettings
 from chat_shared.ingest import Ingest
 from chat_shared.limits import RateLimiter, send_rule
 from chat_shared.redis import connect_redis, replication_of
-from chat_shared.revocation import REVOCATION_CHANNEL, SESSION_REVOCATION_CHANNEL
+from chat_shared.revocation import (
+    REVOCATION_CHANNEL,
+    SESSION_REVOCATION_CHANNEL,
+    RedisRevocations,
+)
 from chat_shared.tasks import stop_if_cancelled
 from chat_shared.tokens import KeySource
 from chat_shared.web.app import create_service_app, token_verifier
@@ -105,6 +111,7 @@ def create_app(
             asyncio.create_task(runtime.presence.run(), name="presence"),
             asyncio.create_task(_tick_sessions(runtime), name="ticker"),
             asyncio.create_task(_listen_for_revocations(runtime), name="revocations"),
+            asyncio.create_task(_recheck_revocations(runtime), name="revocation-recheck"),
         ]
         # Long-lived start-up objects need no more GC passes; large thresholds keep the
         # collector from stalling the loop when thousands of sockets churn objects.
@@ -230,6 +237,31 @@ async def _tick_sessions(runtime: GatewayRuntime) -> None:
         now = time.time()
         for connection in runtime.sessions.all():
             connection.tick(now)
+
+
+async def _recheck_revocations(runtime: GatewayRuntime) -> None:
+    """Every ``revocation_recheck_seconds``, check every open socket's token against the
+    revocation records, in one pipeline: a pub/sub message is fire-and-forget, and one
+    missed while the listener reconnected must not leave a revoked session open until
+    its token expires."""
+    revocations = RedisRevocations(runtime.redis)
+    while True:
+        stop_if_cancelled()
+        await asyncio.sleep(runtime.settings.revocation_recheck_seconds)
+        connections = runtime.sessions.all()
+        if not connections:
+            continue
+        tokens = [
+            (c.user_id, c.principal.token_version, c.principal.session_id) for c in connections
+        ]
+        try:
+            revoked = await revocations.revoked_among(tokens)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("revocation recheck failed", extra={"error": type(exc).__name__})
+            continue
+        for connection, gone in zip(connections, revoked, strict=True):
+            if gone:
+                connection.revoke()
 
 
 async def _listen_for_revocations(runtime: GatewayRuntime) -> None:

@@ -71,6 +71,12 @@ class GatewaySettings(ChatSettings):
         gt=0,
         description="Read markers per second one user may set, over all sockets (in Redis).",
     )
+    revocation_recheck_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often every open socket's token is checked against revocations "
+        "(besides the instant pub/sub notice, which can be missed).",
+    )
     receipt_tick_seconds: float = Field(
         0.1,
         gt=0,
