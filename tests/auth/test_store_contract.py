@@ -139,6 +139,21 @@ async def test_search_by_prefix_in_username_order(store: AuthStore) -> None:
     assert [u.username for u in one] == sorted(u.username for u in one)
 
 
+async def test_search_pages_follow_the_cursor(store: AuthStore) -> None:
+    tag = secrets.token_hex(3)
+    names = sorted(f"p{tag}{suffix}" for suffix in ("a", "b", "b.", "c", "d"))
+    for name in names:
+        await store.create_user(make_user(username=name, email=f"{name}@example.com"))
+    pages, after = [], None
+    while True:
+        page = await store.search_usernames(f"p{tag}", 2, after)
+        if not page:
+            break
+        pages.append([u.username for u in page])
+        after = page[-1].username
+    assert pages == [names[0:2], names[2:4], names[4:]]
+
+
 async def test_update_profile(store: AuthStore) -> None:
     user, other = make_user(), make_user()
     fresh = f"Fresh{secrets.token_hex(4)}@Example.org"

@@ -140,11 +140,31 @@ async def test_search_by_username_prefix(api: Any) -> None:
     assert [u["username"] for u in users] == ["alice", "alicia"]
     assert all(set(u) == PUBLIC_FIELDS for u in users)
     two = await api.http.get("/v1/users", params={"q": "al", "limit": 2}, headers=api.bearer(pair))
-    assert two.json() == {"users": []}, "a prefix under 3 characters lists nobody"
+    assert two.json()["users"] == [], "a prefix under 3 characters lists nobody"
     one = await api.http.get("/v1/users", params={"q": "ali", "limit": 1}, headers=api.bearer(pair))
     assert [u["username"] for u in one.json()["users"]] == ["alice"]
     none = await api.http.get("/v1/users", params={"q": "z%"}, headers=api.bearer(pair))
-    assert none.json() == {"users": []}
+    assert none.json() == {"users": [], "next_cursor": None}
+
+
+async def test_search_pages_carry_a_cursor(api: Any) -> None:
+    for name in ("kai", "kaia", "kaiden", "kaio"):
+        await api.signup(name)
+    pair = await api.login("kai")
+    first = (
+        await api.http.get("/v1/users", params={"q": "kai", "limit": 3}, headers=api.bearer(pair))
+    ).json()
+    assert [u["username"] for u in first["users"]] == ["kai", "kaia", "kaiden"]
+    assert first["next_cursor"] == "kaiden"
+    rest = (
+        await api.http.get(
+            "/v1/users",
+            params={"q": "kai", "limit": 3, "after": first["next_cursor"]},
+            headers=api.bearer(pair),
+        )
+    ).json()
+    assert rest == {"users": rest["users"], "next_cursor": None}
+    assert [u["username"] for u in rest["users"]] == ["kaio"]
 
 
 async def test_prefix_crawling_is_rate_limited(open_client: Any) -> None:

@@ -97,11 +97,11 @@ class Accounts:
             raise Invalid(f"At most {MAX_LOOKUP_IDS} ids per lookup.")
         return await self.users.get_users(wanted)
 
-    async def search(self, prefix: str, limit: int) -> list[UserRecord]:
+    async def search(self, prefix: str, limit: int, after: str | None = None) -> list[UserRecord]:
         key = prefix.strip().lower()
         if not key or not USERNAME_CHARS.match(key):
             return []  # nothing can match a character no username holds
-        return await self.users.search_usernames(key, limit)
+        return await self.users.search_usernames(key, limit, after)
 
     async def update(
         self,

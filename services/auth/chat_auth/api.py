@@ -239,6 +239,14 @@ def build_router(logins: Counter) -> APIRouter:
             str | None, Query(min_length=1, max_length=USERNAME_MAX, description="Username prefix.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=USERNAME_MAX,
+                description="A search's next_cursor: the page after it.",
+            ),
+        ] = None,
         ids: Annotated[
             str | None,
             Query(
@@ -254,11 +262,13 @@ def build_router(logins: Counter) -> APIRouter:
             wanted = [i.strip() for i in ids.split(",") if i.strip()]
             found = await directory.lookup(principal.user_id, wanted)
         elif q is not None:
-            found = await directory.search(principal.user_id, q, limit)
+            found = await directory.search(principal.user_id, q, limit, after)
         else:
             raise Invalid("Give q (a username prefix) or ids.")
+        full_page = q is not None and len(found) == limit
         return UserList(
-            users=[PublicUser.of(f.user, shows_last_active=f.shows_last_active) for f in found]
+            users=[PublicUser.of(f.user, shows_last_active=f.shows_last_active) for f in found],
+            next_cursor=found[-1].user.username if full_page else None,
         )
 
     @router.get(

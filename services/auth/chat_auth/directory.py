@@ -45,12 +45,17 @@ class Directory:
         self.limiter = limiter
         self.search_rule = search_rule
 
-    async def search(self, viewer: str, query: str, limit: int) -> list[Listing]:
+    async def search(
+        self, viewer: str, query: str, limit: int, after: str | None = None
+    ) -> list[Listing]:
+        """One page, in username order; ``after`` is the last username of the page
+        before (the cursor the API hands out)."""
         await self.limiter.check(user_subject(viewer), self.search_rule)
         key = canonical_login(query)
         if len(key) < MIN_PREFIX:
             return []
-        return await self._listed(viewer, await self.accounts.search(key, limit))
+        cursor = canonical_login(after) if after else None
+        return await self._listed(viewer, await self.accounts.search(key, limit, cursor))
 
     async def lookup(self, viewer: str, user_ids: Sequence[str]) -> list[Listing]:
         return await self._listed(viewer, await self.accounts.lookup(user_ids))

@@ -164,6 +164,10 @@ class OwnUser(PublicUser):
 
 class UserList(BaseModel):
     users: list[PublicUser]
+    next_cursor: str | None = Field(
+        None,
+        description="With a search: pass it as `after` for the next page; null on the last.",
+    )
 
 
 class PublicJwk(BaseModel):

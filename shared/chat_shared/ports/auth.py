@@ -95,9 +95,12 @@ class UserStore(Protocol):
         """``email_key`` is the lower-cased email."""
         ...
 
-    async def search_usernames(self, prefix: str, limit: int) -> list[UserRecord]:
+    async def search_usernames(
+        self, prefix: str, limit: int, after: str | None = None
+    ) -> list[UserRecord]:
         """Accounts whose username starts with ``prefix`` (lower-cased, non-empty),
-        in username order, at most ``limit``."""
+        in username order, at most ``limit``; with ``after``, only usernames after it
+        (the last one of the previous page)."""
         ...
 
     async def update_profile(

@@ -233,7 +233,12 @@ class CassandraAuthStore:
     async def find_by_email(self, email_key: str) -> UserRecord | None:
         return await self._by_lookup("users_by_email", "email_key", email_key)
 
-    async def search_usernames(self, prefix: str, limit: int) -> list[UserRecord]:
+    async def search_usernames(
+        self, prefix: str, limit: int, after: str | None = None
+    ) -> list[UserRecord]:
+        # Each partition is read from just after the cursor: a page costs the same
+        # however deep into the results it is.
+        start = max(prefix, after + "\x00") if after else prefix
         if len(prefix) >= PREFIX_LEN:
             prefixes = [prefix[:PREFIX_LEN]]
         else:
@@ -246,7 +251,7 @@ class CassandraAuthStore:
                     "SELECT username, user_id FROM username_prefixes"
                     " WHERE prefix = ? AND bucket = ? AND username >= ? AND username < ?"
                     " LIMIT ?",
-                    (partition, bucket, prefix, prefix + "~", limit),
+                    (partition, bucket, start, prefix + "~", limit),
                 )
 
         pages = await asyncio.gather(

@@ -124,12 +124,15 @@ class SqliteAuthStore:
     async def find_by_email(self, email_key: str) -> UserRecord | None:
         return await self._one(_SELECT_USERS + " WHERE email_key = ?", email_key)
 
-    async def search_usernames(self, prefix: str, limit: int) -> list[UserRecord]:
+    async def search_usernames(
+        self, prefix: str, limit: int, after: str | None = None
+    ) -> list[UserRecord]:
         # A range on the unique index: usernames only hold characters below '~'.
         def select(conn: sqlite3.Connection) -> list[UserRecord]:
             rows = conn.execute(
-                _SELECT_USERS + " WHERE username >= ? AND username < ? ORDER BY username LIMIT ?",
-                (prefix, prefix + "~", limit),
+                _SELECT_USERS + " WHERE username >= ? AND username > ? AND username < ?"
+                " ORDER BY username LIMIT ?",
+                (prefix, after or "", prefix + "~", limit),
             )
             return [_user(row) for row in rows]
 
