@@ -63,6 +63,21 @@ async def test_probes_and_metrics_use_route_templates() -> None:
     assert "abc123" not in metrics
 
 
+async def test_metrics_carry_the_process_and_gc_collectors() -> None:
+    async with client(small_app()) as http:
+        await http.get("/items/abc")
+        metrics = (await http.get("/metrics")).text
+    for family in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "python_gc_collections_total",
+        "python_info",
+        "chat_http_request_duration_seconds_bucket",
+    ):
+        assert f"\n{family}" in metrics, family
+
+
 async def test_readiness_reports_degraded_and_down() -> None:
     async with client(small_app(degraded=True)) as http:
         degraded = await http.get("/readyz")

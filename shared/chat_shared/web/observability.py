@@ -21,7 +21,10 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from starlette.responses import JSONResponse, Response
@@ -46,6 +49,11 @@ class ServiceMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        # What an operator looks at first: memory, CPU, open files, GC pauses. The
+        # process collector reads /proc of this process (one per pod in production).
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.http_requests = Counter(
             "chat_http_requests_total",
             "HTTP requests served.",
@@ -53,7 +61,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.http_latency = Histogram(
-            "chat_http_request_seconds",
+            "chat_http_request_duration_seconds",
             "HTTP request latency.",
             ["service", "method", "route"],
             registry=self.registry,
