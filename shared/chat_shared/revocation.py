@@ -31,10 +31,6 @@ class RedisRevocations:
         # access-token lifetime (plus margin), not forever.
         self.ttl_seconds = ttl_seconds
 
-    async def min_version(self, user_id: str) -> int:
-        value = await self.redis.get(token_version_key(user_id))
-        return int(value) if value is not None else 0
-
     async def is_revoked(self, user_id: str, version: int, session_id: str | None) -> bool:
         """Whether a token of this user, version and session may no longer be used."""
         async with self.redis.pipeline(transaction=False) as pipe:

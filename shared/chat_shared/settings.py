@@ -180,10 +180,6 @@ class ChatSettings(BaseSettings):
             )
         return self
 
-    @property
-    def sqlite_dir(self) -> Path:
-        return self.data_dir
-
     @classmethod
     def settings_customise_sources(
         cls,

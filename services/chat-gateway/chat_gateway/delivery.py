@@ -67,7 +67,6 @@ class DeliveryReader:
         self.redis = redis
         self.stream = gateway_deliveries(gateway_id)
         self.sessions = sessions
-        self.delivered = 0
 
     async def run(self) -> None:
         last_id = "$"
@@ -109,7 +108,6 @@ class DeliveryReader:
             text = frames.message(cursor_text, message_json)
             for connection in targets:
                 connection.deliver(cursor, prev, text)
-                self.delivered += 1
 
 
 class EventRouter:

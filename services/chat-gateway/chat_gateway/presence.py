@@ -88,7 +88,6 @@ class Presence:
         self._unregister = LuaScript(redis, UNREGISTER_LUA)
         self.membership = MembershipCache(redis, shards)
         self.lingering: dict[str, Lingering] = {}
-        self.transitions = 0
 
     async def register(self, connection: Connection) -> None:
         await self.redis.sadd(
@@ -133,7 +132,6 @@ class Presence:
             await self._announce(user_id, "offline", format_timestamp(last_active_ms))
 
     async def _announce(self, user_id: str, status: str, last_active_at: str | None) -> None:
-        self.transitions += 1
         contacts = await self.contacts(user_id)
         contacts.discard(user_id)
         await self.events.send(contacts, frames.presence(user_id, status, last_active_at))
@@ -160,15 +158,6 @@ class Presence:
                 }
             )
         return result
-
-    async def remember_last_active(self, times: dict[str, str]) -> None:
-        """Cache durable last-activity times (from auth) where Redis has none."""
-        if not times:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id, when in times.items():
-                pipe.hsetnx(user_presence(user_id), "last_active_at", when)
-            await pipe.execute()
 
     async def run(self) -> None:
         """Beat for this gateway, expire lingering sessions, clean up dead gateways."""

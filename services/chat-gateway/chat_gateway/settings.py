@@ -16,10 +16,6 @@ class GatewaySettings(ChatSettings):
     history_url: str = Field(
         "http://127.0.0.1:8002", description="Base URL of the history service."
     )
-    auth_url: str = Field(
-        "http://127.0.0.1:8001",
-        description="Base URL of the auth service (durable last-activity times).",
-    )
     public_auth_url: str = Field(
         "",
         description=(

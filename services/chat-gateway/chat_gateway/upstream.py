@@ -41,26 +41,3 @@ class HistoryClient:
     async def last_seq(self, conversation_id: str) -> int:
         value = (await self._conversation(conversation_id)).get("last_seq", 0)
         return int(value) if isinstance(value, int) else 0
-
-
-async def durable_last_active(
-    http: httpx2.AsyncClient, auth_url: str, token: str, user_ids: list[str]
-) -> dict[str, str]:
-    """Last activity times auth keeps for users Redis knows nothing about (after a
-    Redis restart without AOF, say). Best effort: presence answers without them."""
-    try:
-        response = await http.get(
-            f"{auth_url.rstrip('/')}/v1/users",
-            params={"ids": ",".join(user_ids)},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=3.0,
-        )
-    except httpx2.HTTPError:
-        return {}
-    if response.status_code != 200:
-        return {}
-    found = {}
-    for user in response.json().get("users", []):
-        if isinstance(user, dict) and isinstance(user.get("last_active_at"), str):
-            found[str(user["id"])] = user["last_active_at"]
-    return found

@@ -72,7 +72,6 @@ def bucket_of(seq: int, bucket_size: int) -> int:
 
 # The messages table's columns, in the order ``message_row`` returns them; both
 # engines store the same row.
-MESSAGE_COLUMNS = "conversation_id, bucket, seq, id, sender_id, body, client_id, created_ms"
 
 
 def message_row(m: IngestedMessage, bucket_size: int) -> tuple[object, ...]:
