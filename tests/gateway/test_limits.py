@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import httpx2
 import pytest
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
@@ -254,3 +255,24 @@ async def test_reads_in_quick_succession_send_one_receipt(
     assert max(streamed) == 5  # history keeps the highest it is given
     await alice.close()
     await bob.close()
+
+
+async def test_closes_are_counted_by_code_and_refusals_by_a_short_reason(
+    start_gateway: GatewayFactory, minter: TokenMinter
+) -> None:
+    gateway = await start_gateway(max_connections_per_user=1)
+    first = await ChatSocket.open(gateway.ws_url, minter.token("zed"))
+    await first.start()
+    second = await ChatSocket.open(gateway.ws_url, minter.token("zed"))
+    assert await second.closed_with() == 4429
+    await first.close()
+    metrics = ""
+    async with httpx2.AsyncClient(base_url=gateway.http_url) as http:
+
+        async def counted() -> bool:
+            nonlocal metrics
+            metrics = (await http.get("/metrics")).text
+            return 'chat_gateway_session_closes_total{code="1000"}' in metrics
+
+        await eventually(counted, "the normal close counted")
+    assert 'chat_gateway_rejected_handshakes_total{reason="user_cap"} 1.0' in metrics

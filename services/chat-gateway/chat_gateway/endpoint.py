@@ -60,8 +60,9 @@ class WebSocketEndpoint:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         address = (scope.get("client") or ("unknown", 0))[0]
 
-        async def refuse(code: int, reason: str) -> None:
-            runtime.metrics.rejected_handshakes.labels(reason).inc()
+        async def refuse(code: int, reason: str, why: str) -> None:
+            # ``why`` is the metric label: a short identifier, never the sentence.
+            runtime.metrics.rejected_handshakes.labels(why).inc()
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
             await send({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -81,12 +82,12 @@ class WebSocketEndpoint:
         try:
             principal = await runtime.verifier.verify(token)
         except TokenError:
-            await refuse(CLOSE_TOKEN_INVALID, "unauthorized")
+            await refuse(CLOSE_TOKEN_INVALID, "unauthorized", "token")
             return
 
         device_id = (query.get("device_id") or [None])[0] or f"d-{uuid.uuid4().hex[:16]}"
         if not _DEVICE_ID.match(device_id):
-            await refuse(CLOSE_ABUSE, "invalid device_id")
+            await refuse(CLOSE_ABUSE, "invalid device_id", "device_id")
             return
         requested_text = (query.get("cursor") or [None])[0]
         requested = parse_cursor(requested_text) if requested_text else None
@@ -99,16 +100,22 @@ class WebSocketEndpoint:
         )
         if max(waits) > 0:
             # Reconnect storms and scripted reconnects: refused before any session work.
-            await refuse(CLOSE_TOO_MANY_CONNECTIONS, "too many connection attempts; retry later")
+            await refuse(
+                CLOSE_TOO_MANY_CONNECTIONS, "too many connection attempts; retry later", "rate"
+            )
             return
         if runtime.sessions.by_address.get(address, 0) >= settings.max_connections_per_ip:
-            await refuse(CLOSE_TOO_MANY_CONNECTIONS, "too many connections from this address")
+            await refuse(
+                CLOSE_TOO_MANY_CONNECTIONS, "too many connections from this address", "address_cap"
+            )
             return
         if (
             await runtime.redis.hlen(user_sessions(principal.user_id))
             >= settings.max_connections_per_user
         ):
-            await refuse(CLOSE_TOO_MANY_CONNECTIONS, "too many connections for this user")
+            await refuse(
+                CLOSE_TOO_MANY_CONNECTIONS, "too many connections for this user", "user_cap"
+            )
             return
 
         await send({"type": "websocket.accept", "subprotocol": subprotocol})
@@ -164,6 +171,7 @@ class WebSocketEndpoint:
                 await runtime.presence.disconnected(connection, ended_with)
             except Exception:
                 log.exception("presence cleanup failed")
+            runtime.metrics.closes.labels(str(ended_with or 1005)).inc()
             log.info("session closed", extra={"code": ended_with})
 
 

@@ -31,6 +31,12 @@ class GatewayMetrics:
             "Sockets closed with 1013.",
             registry=registry,
         )
+        self.closes = Counter(
+            "chat_gateway_session_closes_total",
+            "Sessions ended, by close code (1000 normal, 1008 abuse, 1013 slow reader...).",
+            ["code"],
+            registry=registry,
+        )
         self.rejected_handshakes = Counter(
             "chat_gateway_rejected_handshakes_total",
             "Handshakes refused, by reason.",
