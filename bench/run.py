@@ -1,6 +1,6 @@
 """``make bench``: load a freshly started embedded stack and report what it carried.
 
-    python -m bench.run [--mode steady|step|connections|group|history] [--seconds 30] ...
+    python -m bench.run [--mode steady|step|connections|group|history|memory] [--seconds 30] ...
 
 Every knob has a ``CHAT_BENCH_<NAME>`` environment variable (``CHAT_BENCH_SECONDS``...).
 The JSON result goes to stdout and to ``bench/results/<mode>-<time>.json``; a human table
@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add(
         "--mode",
-        choices=["steady", "step", "connections", "group", "history"],
+        choices=["steady", "step", "connections", "group", "history", "memory"],
         default=env_default("mode", "steady"),
     )
     add("--seconds", type=float, default=env_default("seconds", 30.0), help="load per phase")
@@ -94,6 +94,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="steady/group/step: also run on this topology and compare it with one Valkey "
         "in the same run (sentinel: without and with CHAT_REDIS_MIN_REPLICAS=1)",
     )
+    add(
+        "--memory-messages",
+        type=int,
+        default=env_default("memory_messages", 100),
+        help="memory mode: group messages",
+    )
+    add(
+        "--body-chars",
+        type=int,
+        default=env_default("body_chars", 10_000),
+        help="memory mode: characters per body",
+    )
     add("--profile", action="store_true", help="py-spy the first gateway during the first phase")
     add("--no-save", action="store_true", help="do not write bench/results/")
     add("--keep-logs", action="store_true", help="keep the run log and the stack's data")
@@ -112,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.history_pages import run_history_pages
 
         result |= asyncio.run(run_history_pages(args))
+    elif args.mode == "memory":
+        from bench.memory import run_memory
+
+        result |= asyncio.run(run_memory(args))
     else:
         result |= asyncio.run(run_load(args))
     result["seconds_total"] = round(time.monotonic() - begun, 1)
