@@ -5,9 +5,8 @@ the original message (dedup on conversation, sender and client id, kept 24 h), t
 the next ``seq`` with INCR, and appends the message to the shard stream, so the
 stream's order is the seq order. Consumer groups ``history`` and ``fanout`` read it.
 
-Calls made in the same event-loop turn travel together in one pipelined round trip:
-the Python client, not the Redis server, is the bottleneck, and one round trip per
-message caps a process at a few thousand messages per second.
+Calls made in the same event-loop turn travel together in one pipelined round trip
+(:class:`chat_shared.scripts.TurnBatch`).
 
 If a conversation's counter is missing (a Redis restart without AOF, an operator
 mistake) the script refuses to guess; the ingest re-seeds the counter from the highest
@@ -40,7 +39,7 @@ from chat_shared.keys import (
     shard_stream,
 )
 from chat_shared.limits import RateLimiter, Rule, user_subject
-from chat_shared.scripts import LuaScript, NotReplicated, Replication, run_batch
+from chat_shared.scripts import LuaScript, NotReplicated, Replication, TurnBatch
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +189,8 @@ class Ingest:
         self.dedup_ttl_seconds = dedup_ttl_seconds
         self.max_batch = max_batch
         self._script = LuaScript(redis, INGEST_LUA)
-        self._pending: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
+        self._batch = TurnBatch(redis, max_batch=max_batch, replication=replication)
         self._reseeding: dict[str, asyncio.Future[int]] = {}
-        self._flush_scheduled = False
 
     def shard_for(self, conversation_id: str) -> int:
         return ingest_shard_for(conversation_id, self.shards)
@@ -308,53 +306,9 @@ class Ingest:
         return highest
 
     async def _run(self, keys: list[str], args: Sequence[Any]) -> list[Any]:
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, list(args), future))
-        if len(self._pending) >= self.max_batch:
-            await self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._schedule_flush)
-        return await future
-
-    def _schedule_flush(self) -> None:
-        self._flush_scheduled = False
-        if self._pending:
-            task = asyncio.ensure_future(self._flush())
-            task.add_done_callback(_consume_exception)
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
         try:
-            results = await run_batch(
-                self.redis,
-                [(self._script, keys, args) for keys, args, _ in batch],
-                raise_on_error=False,
-                replication=self.replication,
-            )
+            result: list[Any] = await self._batch.call(self._script, keys, args)
         except NotReplicated as exc:
-            log.warning("sends not replicated in time", extra={"error": str(exc)})
-            failure = Unavailable("The message was not confirmed by a replica; retry it.")
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        except Exception as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-
-def _consume_exception(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
+            log.warning("send not replicated in time", extra={"error": str(exc)})
+            raise Unavailable("The message was not confirmed by a replica; retry it.") from exc
+        return result

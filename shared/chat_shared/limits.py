@@ -16,21 +16,18 @@ Checks made in the same event-loop turn travel in one pipelined round trip.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from chat_shared.errors import RateLimited
-from chat_shared.scripts import LuaScript, run_batch
+from chat_shared.scripts import LuaScript, TurnBatch
 
 if TYPE_CHECKING:  # settings import the ingest, which imports this module
     from chat_shared.settings import ChatSettings
 
-log = logging.getLogger(__name__)
 
 # KEYS[1]: the cell.  ARGV[1]: emission interval (µs), ARGV[2]: burst, ARGV[3]: cost.
 # Returns 0 when allowed (and charged), else the µs until the request would be allowed.
@@ -91,59 +88,18 @@ def address_subject(address: str) -> str:
 class RateLimiter:
     def __init__(self, redis: Redis, *, max_batch: int = 256) -> None:
         self.redis = redis
-        self.max_batch = max_batch
         self._script = LuaScript(redis, GCRA_LUA)
-        self._pending: list[tuple[str, Rule, int, asyncio.Future[float]]] = []
-        self._flush_scheduled = False
+        self._batch = TurnBatch(redis, max_batch=max_batch)
 
     async def wait_seconds(self, subject: str, rule: Rule, cost: int = 1) -> float:
         """0 when the request is allowed (and counted), else the seconds to wait."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._pending.append((subject, rule, cost, future))
-        if len(self._pending) >= self.max_batch:
-            await self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._schedule_flush)
-        return await future
+        waited_us = await self._batch.call(
+            self._script, [limit_key(subject, rule)], [rule.interval_us, rule.burst, cost]
+        )
+        return math.ceil(int(waited_us) / 1000) / 1000
 
     async def check(self, subject: str, rule: Rule, cost: int = 1) -> None:
         """Raise :class:`RateLimited` (with the wait) when over the limit."""
         wait = await self.wait_seconds(subject, rule, cost)
         if wait > 0:
             raise RateLimited(wait, f"Too many requests ({rule.name}); retry later.")
-
-    def _schedule_flush(self) -> None:
-        self._flush_scheduled = False
-        if self._pending:
-            task = asyncio.ensure_future(self._flush())
-            task.add_done_callback(_consume_exception)
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        calls: list[tuple[LuaScript, list[str], list[Any]]] = [
-            (self._script, [limit_key(subject, rule)], [rule.interval_us, rule.burst, cost])
-            for subject, rule, cost, _ in batch
-        ]
-        try:
-            results = await run_batch(self.redis, calls, raise_on_error=False)
-        except BaseException as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        for (*_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(math.ceil(int(result) / 1000) / 1000)
-
-
-def _consume_exception(task: asyncio.Task[None]) -> None:
-    # Every waiter got the exception; the flush task's own copy is not news.
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("rate limit batch failed", exc_info=task.exception())

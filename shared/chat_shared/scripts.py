@@ -6,7 +6,8 @@ node, a restart without the script cache, a replica promoted by a failover) answ
 (``EVAL``, which also caches it there): that is its one and only run. There is no load
 step to forget and nothing to redo after a failover.
 
-Many calls go in one pipelined round trip with :func:`run_batch`. redis-py refuses its
+Many calls go in one pipelined round trip with :func:`run_batch`, or, for callers that
+each await one call, with :class:`TurnBatch`. redis-py refuses its
 own ``Script`` objects in cluster pipelines, so the calls are sent as plain commands;
 a cluster client routes each to the primary of its keys' slot. Every key a script
 touches is passed in ``KEYS`` and shares one hash tag, so each call stays in one slot.
@@ -14,6 +15,7 @@ touches is passed in ``KEYS`` and shares one hash tag, so each call stays in one
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,3 +102,69 @@ async def run_batch(
             if isinstance(result, Exception):
                 raise result
     return results
+
+
+class TurnBatch:
+    """Script calls made in the same event-loop turn, sent as one :func:`run_batch`.
+
+    The Python client, not the server, is what a busy process waits on, and one round
+    trip per call caps it at a few thousand calls a second; callers that each await one
+    script (a send's ingest, a rate-limit check) therefore share the trip. A call's own
+    error is raised to its caller only; a failure of the whole trip (a lost connection,
+    too few replicas) to every caller of that trip.
+    """
+
+    def __init__(
+        self, redis: Redis, *, max_batch: int = 256, replication: Replication | None = None
+    ) -> None:
+        self.redis = redis
+        self.max_batch = max_batch
+        self.replication = replication
+        self._pending: list[tuple[ScriptCall, asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+
+    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(((script, list(keys), list(args)), future))
+        if len(self._pending) >= self.max_batch:
+            await self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._schedule_flush)
+        return await future
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending:
+            task = asyncio.ensure_future(self._flush())
+            task.add_done_callback(_consume_exception)
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            results = await run_batch(
+                self.redis,
+                [call for call, _ in batch],
+                raise_on_error=False,
+                replication=self.replication,
+            )
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def _consume_exception(task: asyncio.Future[None]) -> None:
+    # Every waiter got the exception; the flush task's own copy is not news.
+    if not task.cancelled():
+        task.exception()

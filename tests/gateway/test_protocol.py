@@ -168,27 +168,22 @@ def test_ingest_failures_map_to_error_codes(error: Exception, code: str) -> None
     assert frame["client_id"] == "c9"
 
 
-def test_sends_over_the_rate_get_rate_limited_with_a_retry_hint() -> None:
-    session = core(send_rate=1.0, send_burst=3)
-    for i in range(3):
-        assert session.receive_text(send_frame(client_id=f"k{i}"), NOW) == [
-            Ingest(f"k{i}", "conv", "hi")
-        ]
-    (frame,) = sent_frames(session.receive_text(send_frame(client_id="k3"), NOW))
+def test_a_send_over_the_users_limit_gets_rate_limited_with_a_retry_hint() -> None:
+    session = core()
+    assert session.receive_text(send_frame(client_id="k1"), NOW) == [Ingest("k1", "conv", "hi")]
+    # The ingest counted it against the user's limit (over every socket) and refused it.
+    (frame,) = sent_frames(session.ingest_failed("k1", RateLimited(0.95)))
     assert frame["code"] == "rate_limited"
-    assert frame["client_id"] == "k3"
-    assert 900 <= frame["retry_after_ms"] <= 1000
-    assert session.receive_text(send_frame(client_id="k4"), NOW + 1.0) == [
-        Ingest("k4", "conv", "hi")
-    ]
+    assert frame["client_id"] == "k1"
+    assert frame["retry_after_ms"] == 950
 
 
 def test_a_client_that_keeps_hammering_is_closed_after_a_bound() -> None:
-    session = core(send_rate=1.0, send_burst=1, max_refusals=20)
-    session.receive_text(send_frame(), NOW)
+    session = core(max_refusals=20)
     effects: list[Any] = []
     for i in range(21):
-        effects = session.receive_text(send_frame(client_id=f"k{i}"), NOW)
+        session.receive_text(send_frame(client_id=f"k{i}"), NOW)
+        effects = session.ingest_failed(f"k{i}", RateLimited(1.0))
         if session.closed:
             break
     assert Close(1008, "too many rate-limited frames") in effects

@@ -141,9 +141,11 @@ class Throttle:
             await self.redis.set(pair_block_key(name_key, address), 1, px=int(wait * 1000))
 
     async def clear(self, name_key: str, address: str) -> None:
-        await self.redis.delete(name_key)
-        await self.redis.delete(pair_key(name_key, address))
-        await self.redis.delete(pair_block_key(name_key, address))
+        # One DEL per key: the keys live in different slots on a cluster.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in (name_key, pair_key(name_key, address), pair_block_key(name_key, address)):
+                pipe.delete(key)
+            await pipe.execute()
 
     async def count_signup(self, address: str) -> None:
         """Count a sign-up attempt; raise :class:`RateLimited` past the limit."""

@@ -214,8 +214,6 @@ def build_runtime(
         ),
         metrics=metrics,
         limits=SessionLimits(
-            send_rate=settings.send_rate,
-            send_burst=settings.send_burst,
             typing_rate=settings.typing_rate,
             frame_rate=settings.frame_rate,
             frame_burst=settings.frame_burst,

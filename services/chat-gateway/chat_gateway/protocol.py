@@ -112,8 +112,8 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class SessionLimits:
-    send_rate: float = 20.0
-    send_burst: int = 40
+    # Sends are limited per user over every socket and process, in the shared ingest
+    # (its refusals come back through ``ingest_failed``); the rest here, per socket.
     typing_rate: float = 2.0
     # Every other frame (ack, read, ping, auth, and malformed ones, which get an error
     # frame back): one budget per socket, so that no flood of cheap frames turns into
@@ -150,7 +150,6 @@ class SessionCore:
         self.refetch = False
         self.last_heartbeat = self.now
         self.closed = False
-        self.sends = TokenBucket(self.limits.send_rate, self.limits.send_burst)
         self.typing = TokenBucket(self.limits.typing_rate, max(1.0, self.limits.typing_rate * 2))
         self.frames = TokenBucket(self.limits.frame_rate, self.limits.frame_burst)
         self.deferred_ack: Cursor | None = None
@@ -263,14 +262,6 @@ class SessionCore:
         )
 
     def _send(self, frame: frames.SendFrame) -> list[Effect]:
-        wait = self.sends.take(self.now)
-        if wait > 0:
-            return self._refuse(
-                "rate_limited",
-                "too many messages; slow down",
-                frame.client_id[:128],
-                retry_after_ms=max(1, math.ceil(wait * 1000)),
-            )
         client_id = frame.client_id
         if not 1 <= len(client_id) <= MAX_CLIENT_ID_CHARS:
             return self._refuse(
